@@ -1,0 +1,156 @@
+"""The typed, validated configuration of one run, shared by the CLI and the Flower apps.
+
+Each field has a CLI flag (`--batch-size`) and a Flower run-config key (`train.batch-size`), so the
+same options reach `radfl train`, `radfl federate` and `flwr run --run-config`. Unknown keys are an
+error, never ignored. Every default says why it is what it is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from common.errors import InputError
+
+
+def option(default, key: str, help: str, *, federated: bool = False, choices=None):
+    return field(default=default, metadata={"key": key, "help": help, "federated": federated, "choices": choices})
+
+
+DATASETS = ("synthetic-mimic", "synthetic-ctrate", "mimic-cxr", "ct-rate", "csv")
+
+
+@dataclass
+class RunConfig:
+    # data
+    dataset: str = option("synthetic-mimic", "data.dataset", "data set", choices=DATASETS)
+    data: str = option("", "data.path", "folder (mimic-cxr, ct-rate) or file (csv, jsonl) of reports")
+    text_column: str = option("text", "data.text-column", "text column of a csv/jsonl file")
+    label_columns: str = option("", "data.label-columns", "comma-separated label columns of a csv/jsonl file (default: all others)")
+    uncertainty: str = option("ones", "data.uncertainty", "policy for uncertain (-1) labels", choices=("ones", "zeros", "ignore"))
+    labeler: str = option("chexpert", "data.labeler", "MIMIC-CXR label file", choices=("chexpert", "negbio"))
+    synthetic_reports: int = option(2500, "data.synthetic-reports", "number of synthetic reports (hospital scale: a few thousand)")
+    label_noise: float = option(0.03, "data.label-noise", "synthetic labeler error rate on mentioned findings")
+    val_fraction: float = option(0.1, "data.val-fraction", "patients held out for validation (when no official split)")
+    test_fraction: float = option(0.15, "data.test-fraction", "patients held out for testing (when no official split)")
+    max_length: int = option(128, "data.max-length", "token limit per report; FINDINGS+IMPRESSION rarely exceed it")
+    # model
+    model: str = option("minilm", "model.name", "preset (minilm, bert-small, bert-medium, albert-base, tiny), HF id or folder")
+    lora_rank: int = option(8, "lora.r", "LoRA rank")
+    lora_alpha: int = option(16, "lora.alpha", "LoRA alpha (scale = alpha / rank)")
+    lora_dropout: float = option(0.0, "lora.dropout", "LoRA dropout; DP noise already regularizes")
+    lora_targets: str = option("query,value", "lora.targets", "comma-separated module names that get LoRA")
+    # training
+    epochs: int = option(3, "train.epochs", "epochs over the training reports (federated: local epochs per round)")
+    batch_size: int = option(64, "train.batch-size", "expected batch size; DP wants large batches (less noise per example)")
+    lr: float = option(3e-3, "train.lr", "Adam learning rate; LoRA tolerates high rates")
+    seed: int = option(0, "train.seed", "seed of data split, initialization and sampling")
+    device: str = option("auto", "train.device", "auto takes CUDA when present", choices=("auto", "cpu", "cuda"))
+    grad_sample_mode: str = option("auto", "train.grad-sample-mode", "Opacus per-sample gradients", choices=("auto", "hooks", "functorch", "ghost"))
+    # privacy
+    epsilon: float = option(1.0, "dp.target-epsilon", "target epsilon per site; inf trains without DP")
+    delta: float = option(1e-5, "dp.delta", "target delta; must be below 1/N")
+    max_grad_norm: float = option(1.0, "dp.max-grad-norm", "per-example clipping norm C")
+    accountant: str = option("prv", "dp.accountant", "privacy accountant (prv is tighter; rdp cannot reach small epsilon)", choices=("prv", "rdp"))
+    # federation
+    sites: int = option(3, "fl.sites", "number of hospitals", federated=True)
+    partition: str = option("iid", "fl.partition", "how reports are split across sites", federated=True,
+                            choices=("iid", "dirichlet", "quantity", "site"))
+    alpha: float = option(0.5, "fl.alpha", "Dirichlet concentration of the dirichlet/quantity partitions", federated=True)
+    rounds: int = option(3, "fl.rounds", "federated rounds", federated=True)
+    local_epochs: int = option(1, "fl.local-epochs", "local epochs per round", federated=True)
+    dp_level: str = option("sample", "fl.dp-level", "sample: DP-SGD at each site; client: server-side clipping + noise of updates",
+                           federated=True, choices=("sample", "client"))
+    aggregation: str = option("fedavg", "fl.aggregation", "fedavg, or ffa (FFA-LoRA: A frozen, only B and head sent)",
+                              federated=True, choices=("fedavg", "ffa"))
+    client_noise: float = option(0.1, "fl.client-noise", "client-level DP noise multiplier (dp-level client)", federated=True)
+    client_clip: float = option(1.0, "fl.client-clip", "client-level DP clipping norm of an update (dp-level client)", federated=True)
+    min_sites: int = option(1, "fl.min-sites", "fewest replies a round needs to update the global adapter", federated=True)
+    out: str = option("runs/latest", "run.out", "output folder")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise InputError(f"--{f.name.replace('_', '-')} {value!r} is not one of {', '.join(choices)}")
+        if not self.epsilon > 0:
+            raise InputError(f"--epsilon must be positive (or inf), got {self.epsilon}")
+        if not 0 < self.delta < 1:
+            raise InputError(f"--delta must lie strictly between 0 and 1, got {self.delta}")
+        positive = ("epochs", "batch_size", "lr", "max_grad_norm", "lora_rank", "max_length", "sites", "rounds",
+                    "local_epochs", "synthetic_reports", "client_clip", "alpha", "min_sites")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.client_noise < 0:
+            raise InputError("--client-noise must not be negative")
+        if not 0 <= self.label_noise < 0.5:
+            raise InputError("--label-noise must lie in [0, 0.5)")
+        if self.dataset in ("mimic-cxr", "ct-rate", "csv") and not self.data:
+            raise InputError(f"--dataset {self.dataset} needs --data PATH")
+
+    @property
+    def private(self) -> bool:
+        return not math.isinf(self.epsilon)
+
+    @property
+    def lora_target_list(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+
+    def to_dict(self) -> dict:
+        return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
+
+    # ---- Flower run config: kebab-case keys with dotted groups, only bool/int/float/str values
+
+    def to_flower(self) -> dict:
+        return {f.metadata["key"]: _flower_value(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_flower(cls, run_config: dict) -> "RunConfig":
+        by_key = {f.metadata["key"]: f for f in fields(cls)}
+        unknown = sorted(set(run_config) - set(by_key))
+        if unknown:
+            raise InputError(f"unknown run-config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(by_key))}")
+        values = {}
+        for key, raw in run_config.items():
+            f = by_key[key]
+            values[f.name] = _coerce(f, raw)
+        return cls(**values)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        names = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise InputError(f"unknown option(s) {', '.join(unknown)}")
+        return cls(**{k: _coerce(names[k], v) for k, v in data.items()})
+
+    def replace(self, **changes) -> "RunConfig":
+        return RunConfig.from_dict({**asdict(self), **changes})
+
+
+def _flower_value(value):
+    return "inf" if isinstance(value, float) and math.isinf(value) else value
+
+
+def _coerce(f, raw):
+    kind = type(f.default)
+    try:
+        if kind is float:
+            return float(raw)
+        if kind is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            return int(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise InputError(f"{f.metadata['key']} must be a {kind.__name__}, got {raw!r}") from None
+
+
+def config_fields(*, federated: bool):
+    """Fields a command exposes: every field for `federate`, the non-federated ones for `train`."""
+    return [f for f in fields(RunConfig) if federated or not f.metadata["federated"]]

@@ -1,0 +1,167 @@
+"""Differential privacy: budget checks, noise calibration, the accountant and the per-site ledger.
+
+The guarantee is example-level (ε, δ)-DP for the reports of one site (or of the whole pool in
+centralized training), given DP-SGD with Poisson sampling at rate q, noise multiplier σ and
+clipping norm C. Noise is calibrated once for the whole run (every round × local epoch), and the
+accountant's history (σ, q, steps) lives in a `PrivacyLedger` that survives rounds, so ε never
+resets. Any other use of the same reports (another run, a threshold tuned on them) spends budget
+that this ledger does not see.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+
+from common.errors import InputError
+
+ACCOUNTANTS = ("prv", "rdp")
+
+
+def check_budget(*, epsilon: float, delta: float, n_examples: int) -> None:
+    """ε > 0 (inf: non-private) and 0 < δ < 1/N, else an `InputError` that says what to fix."""
+    if not epsilon > 0:  # also catches NaN
+        raise InputError(f"epsilon must be positive (or inf for non-private training), got {epsilon}")
+    if math.isinf(epsilon):
+        return
+    if not 0 < delta < 1:
+        raise InputError(f"delta must lie strictly between 0 and 1, got {delta}")
+    if n_examples > 0 and delta >= 1.0 / n_examples:
+        raise InputError(f"delta {delta:g} must be below 1/N = {1.0 / n_examples:.2e} for N = {n_examples} training reports; lower --delta")
+
+
+def _accountant(name: str):
+    from opacus.accountants import create_accountant
+
+    if name not in ACCOUNTANTS:
+        raise InputError(f"unknown accountant {name!r}; use prv or rdp")
+    return create_accountant(mechanism=name)
+
+
+def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv") -> float:
+    """The smallest noise multiplier σ whose ε after `steps` steps at rate q stays ≤ the target.
+
+    A target no σ can reach (the RDP accountant cannot go below ε ≈ 0.1 at small q, say) is an
+    `InputError`, not a crash.
+    """
+    from opacus.accountants.utils import get_noise_multiplier
+
+    if steps < 1 or not 0 < sample_rate <= 1:
+        raise InputError(f"cannot calibrate noise for {steps} steps at sample rate {sample_rate}")
+    _accountant(accountant)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
+                                              steps=steps, accountant=accountant, epsilon_tolerance=0.01))
+    except (ValueError, RuntimeError, OverflowError) as error:
+        raise InputError(
+            f"the {accountant} accountant cannot reach epsilon {target_epsilon:g} at delta {delta:g} with sample rate "
+            f"{sample_rate:.4f} over {steps} steps ({error}); raise epsilon, use --accountant prv, or train fewer steps"
+        ) from None
+
+
+def epsilon_spent(history, *, delta: float, accountant: str = "prv") -> float:
+    """ε of a history of (σ, q, steps) entries; 0 for an empty history."""
+    history = [tuple(h) for h in history if h[2] > 0]
+    if not history:
+        return 0.0
+    acc = _accountant(accountant)
+    acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(acc.get_epsilon(delta=delta))
+
+
+@dataclass
+class PrivacyLedger:
+    """One site's privacy state, plain data so it can be kept in Flower's `context.state`.
+
+    `noise_multiplier` is fixed when the ledger is created (calibrated for `planned_steps`);
+    `history` grows by (σ, q, steps) with each round actually trained.
+    """
+
+    target_epsilon: float
+    delta: float
+    accountant: str
+    max_grad_norm: float
+    noise_multiplier: float
+    sample_rate: float
+    planned_steps: int
+    history: list = field(default_factory=list)
+
+    @classmethod
+    def plan(cls, *, target_epsilon: float, delta: float, n_examples: int, batch_size: int, epochs: int,
+             max_grad_norm: float, accountant: str = "prv") -> "PrivacyLedger":
+        """Calibrate σ once for `epochs` epochs over `n_examples` at expected batch `batch_size`.
+
+        Opacus' Poisson loader runs ceil(N / B) steps per epoch at q = 1 / ceil(N / B).
+        """
+        check_budget(epsilon=target_epsilon, delta=delta, n_examples=n_examples)
+        if max_grad_norm <= 0:
+            raise InputError("--max-grad-norm must be positive")
+        steps_per_epoch = steps_per_epoch_for(n_examples, batch_size)
+        q, steps = 1.0 / steps_per_epoch, steps_per_epoch * epochs
+        sigma = 0.0 if math.isinf(target_epsilon) else calibrate_noise(
+            target_epsilon=target_epsilon, delta=delta, sample_rate=q, steps=steps, accountant=accountant)
+        return cls(target_epsilon, delta, accountant, max_grad_norm, sigma, q, steps)
+
+    @property
+    def private(self) -> bool:
+        return not math.isinf(self.target_epsilon)
+
+    @property
+    def steps_taken(self) -> int:
+        return int(sum(h[2] for h in self.history))
+
+    def spent(self) -> float:
+        return epsilon_spent(self.history, delta=self.delta, accountant=self.accountant) if self.private else math.inf
+
+    def spent_after(self, steps: int) -> float:
+        """ε this site would have spent after `steps` more steps at its σ and q."""
+        extra = [(self.noise_multiplier, self.sample_rate, steps)]
+        return epsilon_spent(list(self.history) + extra, delta=self.delta, accountant=self.accountant)
+
+    def can_afford(self, steps: int) -> bool:
+        """True when `steps` more steps keep ε within the target (1% accountant tolerance)."""
+        return not self.private or self.spent_after(steps) <= self.target_epsilon * 1.01
+
+    def record(self, history) -> None:
+        """Replace the history with the accountant's, which only ever grows."""
+        history = [(float(s), float(q), int(n)) for s, q, n in history]
+        if len(history) < len(self.history):
+            raise ValueError("an accountant history can only grow")
+        self.history = history
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "history": [list(h) for h in self.history]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PrivacyLedger":
+        data = dict(data)
+        data["history"] = [tuple(h) for h in data.get("history", [])]
+        return cls(**data)
+
+    def summary(self) -> dict:
+        """The numbers a result depends on, for metrics.json."""
+        spent = self.spent()
+        return {
+            "epsilon_target": _finite(self.target_epsilon), "epsilon_spent": _finite(spent), "delta": self.delta,
+            "noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate, "steps": self.steps_taken,
+            "planned_steps": self.planned_steps, "accountant": self.accountant if self.private else None,
+            "max_grad_norm": self.max_grad_norm if self.private else None, "history": [list(h) for h in self.history],
+        }
+
+
+def steps_per_epoch_for(n_examples: int, batch_size: int) -> int:
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    if batch_size > n_examples:
+        raise InputError(f"--batch-size {batch_size} is larger than the {n_examples} training reports; lower it")
+    return math.ceil(n_examples / batch_size)
+
+
+def _finite(value: float):
+    """JSON has no infinity: non-private budgets are written as the string "inf"."""
+    return "inf" if math.isinf(value) else value

@@ -1,0 +1,224 @@
+"""Synthetic radiology reports whose labels follow their text: the embedded default data set.
+
+Realistic enough that privacy matters: findings co-occur through clinical scenarios (heart
+failure, infection, critical care, ...), each finding is written positive, hedged ("cannot exclude
+pneumonia") or negated ("no pleural effusion"), normal studies are common, and an automated
+labeler's mistakes are simulated with a label-noise rate. Four hospitals differ in scenario mix
+(prevalence), phrasing preferences, verbosity and report structure, so partitioning by hospital
+gives naturally non-IID sites. Everything is a pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.datasets import ReportSet, apply_uncertainty, extract_sections
+from common.labels import CT_RATE, MIMIC_CXR, LabelSet
+from common.synthetic_phrases import (
+    CT_CLEAR, CT_FINDINGS, CT_INDICATIONS, CT_NORMAL, MIMIC_CLEAR, MIMIC_FINDINGS, MIMIC_INDICATIONS, MIMIC_NORMAL, SLOTS,
+)
+
+# Scenario → probability that each finding is present. Findings outside a scenario appear at
+# BACKGROUND_RATE, which keeps every label possible in every hospital.
+MIMIC_SCENARIOS = {
+    "normal": {},
+    "heart-failure": {"Cardiomegaly": .75, "Edema": .6, "Pleural Effusion": .6, "Enlarged Cardiomediastinum": .25, "Atelectasis": .25, "Lung Opacity": .2},
+    "infection": {"Pneumonia": .6, "Consolidation": .4, "Lung Opacity": .75, "Pleural Effusion": .25, "Atelectasis": .2},
+    "critical-care": {"Support Devices": .95, "Atelectasis": .5, "Pleural Effusion": .45, "Edema": .3, "Lung Opacity": .35, "Pneumothorax": .1},
+    "trauma": {"Fracture": .65, "Pneumothorax": .45, "Lung Opacity": .2, "Pleural Other": .1},
+    "oncology": {"Lung Lesion": .8, "Pleural Other": .2, "Pleural Effusion": .35, "Lung Opacity": .3, "Support Devices": .25},
+    "chronic": {"Cardiomegaly": .35, "Atelectasis": .4, "Pleural Other": .2, "Lung Opacity": .25, "Fracture": .15},
+}
+CT_SCENARIOS = {
+    "normal": {},
+    "cardiovascular": {"Arterial wall calcification": .85, "Coronary artery wall calcification": .8, "Cardiomegaly": .4, "Pericardial effusion": .2, "Hiatal hernia": .15},
+    "copd": {"Emphysema": .85, "Bronchiectasis": .35, "Peribronchial thickening": .5, "Mosaic attenuation pattern": .25, "Lung nodule": .35},
+    "infection": {"Consolidation": .6, "Lung opacity": .8, "Pleural effusion": .35, "Lymphadenopathy": .3, "Atelectasis": .35, "Peribronchial thickening": .3},
+    "fibrosis": {"Pulmonary fibrotic sequela": .85, "Interlobular septal thickening": .6, "Bronchiectasis": .45, "Lung opacity": .3},
+    "oncology": {"Lung nodule": .85, "Lymphadenopathy": .5, "Pleural effusion": .3, "Medical material": .45, "Atelectasis": .25},
+    "post-surgical": {"Medical material": .9, "Atelectasis": .5, "Pleural effusion": .45, "Arterial wall calcification": .4},
+}
+BACKGROUND_RATE = 0.02
+TEMPORAL = ("unchanged from the prior study", "new since the prior study", "slightly improved", "similar to prior")
+
+
+@dataclass(frozen=True)
+class HospitalStyle:
+    name: str
+    scenario_weights: dict[str, float]  # prevalence: the case mix of this hospital
+    verbose: bool  # "There is a small left effusion." against "Small left effusion."
+    hedge_rate: float  # chance that a present finding is written as uncertain
+    negation_rate: float  # chance that an absent finding is explicitly negated
+    headed: bool  # FINDINGS:/IMPRESSION: headers, or one unheaded paragraph
+    numbered_impression: bool
+
+
+HOSPITALS = (
+    HospitalStyle("st-elsewhere-academic", {"normal": 2, "heart-failure": 2, "critical-care": 3, "infection": 1.5, "oncology": 1, "trauma": .5, "chronic": 1,
+                                            "cardiovascular": 2, "copd": 1, "fibrosis": 1, "post-surgical": 2.5},
+                  verbose=True, hedge_rate=.2, negation_rate=.45, headed=True, numbered_impression=True),
+    HospitalStyle("county-general", {"normal": 3, "heart-failure": 1, "critical-care": 1, "infection": 3, "oncology": .3, "trauma": 2.5, "chronic": 1,
+                                     "cardiovascular": 1.5, "copd": 2, "fibrosis": .5, "post-surgical": .5},
+                  verbose=False, hedge_rate=.1, negation_rate=.3, headed=True, numbered_impression=False),
+    HospitalStyle("lakeview-clinic", {"normal": 6, "heart-failure": 1, "critical-care": .2, "infection": 1, "oncology": .5, "trauma": .3, "chronic": 2.5,
+                                      "cardiovascular": 2, "copd": 1.5, "fibrosis": 1, "post-surgical": .3},
+                  verbose=True, hedge_rate=.15, negation_rate=.25, headed=False, numbered_impression=False),
+    HospitalStyle("harbor-cancer-center", {"normal": 1.5, "heart-failure": .5, "critical-care": 1, "infection": 1, "oncology": 4, "trauma": .2, "chronic": 1,
+                                           "cardiovascular": 1, "copd": 1, "fibrosis": 1, "post-surgical": 1.5},
+                  verbose=True, hedge_rate=.25, negation_rate=.35, headed=True, numbered_impression=True),
+)
+
+
+@dataclass
+class SyntheticReports:
+    """Full report texts (with headers) and raw CheXpert-style values (1, 0, -1, NaN)."""
+
+    label_set: LabelSet
+    reports: list[str]
+    raw_labels: np.ndarray
+    patient_ids: list[str]
+    study_ids: list[str]
+    hospitals: list[str]
+    clinical: list[str]  # CT-RATE's ClinicalInformation_EN
+    findings: list[str]
+    impressions: list[str]
+
+    def to_report_set(self, uncertainty: str = "ones") -> ReportSet:
+        return ReportSet(
+            texts=[extract_sections(r) for r in self.reports],
+            labels=apply_uncertainty(self.raw_labels, uncertainty),
+            label_names=self.label_set.labels,
+            patient_ids=list(self.patient_ids),
+            study_ids=list(self.study_ids),
+            sites=list(self.hospitals),
+        )
+
+
+def generate(kind: str = "mimic-cxr", *, n_reports: int = 2000, seed: int = 0, label_noise: float = 0.03,
+             hospitals: tuple[HospitalStyle, ...] = HOSPITALS) -> SyntheticReports:
+    """`n_reports` synthetic reports of `kind` (mimic-cxr or ct-rate), deterministic in `seed`.
+
+    `label_noise` is the chance that the simulated labeler gets a mentioned finding wrong
+    (a positive or hedged finding labelled 0; a negated one labelled 1 at a fifth of that rate).
+    """
+    if kind not in ("mimic-cxr", "ct-rate"):
+        raise ValueError(f"unknown synthetic kind {kind!r}")
+    if not 0.0 <= label_noise < 0.5:
+        raise ValueError("label_noise must lie in [0, 0.5)")
+    ct = kind == "ct-rate"
+    label_set, bank = (CT_RATE, CT_FINDINGS) if ct else (MIMIC_CXR, MIMIC_FINDINGS)
+    scenarios = CT_SCENARIOS if ct else MIMIC_SCENARIOS
+    rng = np.random.default_rng(seed)
+    # Each hospital prefers some phrasings over others: a fixed Dirichlet draw per hospital.
+    taste = {h.name: _phrase_taste(bank, np.random.default_rng([seed, i])) for i, h in enumerate(hospitals)}
+    out = SyntheticReports(label_set, [], np.full((n_reports, len(label_set)), np.nan, np.float32), [], [], [], [], [], [])
+    patient, studies_left, hospital, scenario = None, 0, None, None
+    for row in range(n_reports):
+        if studies_left == 0:  # a new patient with 1-4 studies at one hospital
+            hospital = hospitals[int(rng.integers(len(hospitals)))]
+            patient = str(10000000 + int(rng.integers(0, 9_000_000)) + row)
+            studies_left = int(rng.choice([1, 1, 2, 2, 3, 4]))
+            scenario = None
+        studies_left -= 1
+        if scenario is None or rng.random() < 0.4:  # a patient's problems tend to persist
+            names = list(scenarios)
+            weights = np.array([hospital.scenario_weights.get(s, 1.0) for s in names])
+            scenario = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+        states = _draw_states(rng, label_set, scenarios[scenario], hospital, ct)
+        sentences, impression, raw = _write(rng, label_set, bank, taste[hospital.name], states, hospital, ct, label_noise)
+        clinical = str(rng.choice(CT_INDICATIONS if ct else MIMIC_INDICATIONS))
+        findings = " ".join(sentences)
+        out.raw_labels[row] = raw
+        out.patient_ids.append(patient)
+        out.study_ids.append(str(50000000 + row) if not ct else f"{patient}_{'abcd'[studies_left % 4]}")
+        out.hospitals.append(hospital.name)
+        out.clinical.append(clinical.capitalize() + ".")
+        out.findings.append(findings)
+        out.impressions.append(impression)
+        out.reports.append(_layout(rng, hospital, clinical, findings, impression, ct))
+    return out
+
+
+def _phrase_taste(bank, rng) -> dict:
+    return {(label, k): rng.dirichlet(np.full(len(v), 0.7)) for label, forms in bank.items() for k, v in forms.items()}
+
+
+def _draw_states(rng, label_set, scenario, hospital, ct) -> dict[str, str]:
+    """Per finding: 'pos', 'unc', 'neg' (mentioned as absent) or '' (not mentioned)."""
+    states = {}
+    for label in label_set.labels:
+        if label == "No Finding":
+            continue
+        present = rng.random() < scenario.get(label, BACKGROUND_RATE)
+        if present:
+            states[label] = "unc" if rng.random() < hospital.hedge_rate else "pos"
+        else:
+            common = label in ("Pneumothorax", "Pleural Effusion", "Consolidation", "Pleural effusion", "Lung nodule")
+            states[label] = "neg" if rng.random() < hospital.negation_rate * (1.6 if common else 0.7) else ""
+    return states
+
+
+def _pick(rng, bank, taste, label, form, slots) -> str:
+    """One phrasing of `label` in `form`, with the finding's side, size and lobe filled in."""
+    options = bank[label][form]
+    return options[int(rng.choice(len(options), p=taste[(label, form)]))].format(**slots)
+
+
+def _write(rng, label_set, bank, taste, states, hospital, ct, noise):
+    """Sentences, impression and the labeler's raw values for one report."""
+    raw = np.full(len(label_set), np.nan, np.float32)
+    sentences, impression_parts = [], []
+    for label, state in states.items():
+        if not state:
+            continue
+        slots = {slot: str(rng.choice(values)) for slot, values in SLOTS.items()}  # one finding, one side
+        phrase = _pick(rng, bank, taste, label, state, slots)
+        if hospital.verbose and state == "pos" and rng.random() < 0.4:
+            phrase += ", " + str(rng.choice(TEMPORAL))
+        sentences.append(_sentence(phrase))
+        value = {"pos": 1.0, "unc": -1.0, "neg": 0.0}[state]
+        if ct and value == -1.0:
+            value = 1.0  # CT-RATE's labeler marks suspected findings positive
+        if state != "neg":
+            imp = _pick(rng, bank, taste, label, "imp", slots)
+            impression_parts.append(imp if state == "pos" else f"possible {imp}")
+            if rng.random() < noise:
+                value = 0.0
+        elif rng.random() < noise / 5:
+            value = 1.0
+        raw[label_set.labels.index(label)] = value
+    order = rng.permutation(len(sentences))
+    sentences = [sentences[i] for i in order]
+    abnormal = [s for s, st in states.items() if st in ("pos", "unc") and s != "Support Devices"]
+    if not abnormal:
+        sentences.insert(0, _sentence(str(rng.choice(CT_CLEAR if ct else MIMIC_CLEAR))))
+        impression_parts = [str(rng.choice(CT_NORMAL if ct else MIMIC_NORMAL))] + impression_parts
+        if not ct:
+            raw[label_set.labels.index("No Finding")] = 1.0
+    if hospital.numbered_impression and len(impression_parts) > 1:
+        impression = " ".join(f"{i}. {_sentence(p)}" for i, p in enumerate(impression_parts, start=1))
+    else:
+        impression = _sentence(", ".join(impression_parts[:-1]) + (" and " if len(impression_parts) > 1 else "") + impression_parts[-1])
+    return sentences, impression, raw
+
+
+def _sentence(phrase: str) -> str:
+    return phrase[0].upper() + phrase[1:] + "."
+
+
+def _layout(rng, hospital, clinical, findings, impression, ct) -> str:
+    if ct:
+        return f"FINDINGS: {findings}\nIMPRESSION: {impression}"
+    if not hospital.headed:
+        return f"Chest radiograph for {clinical}. {findings} {impression}"
+    header = "FINAL REPORT\nEXAMINATION: CHEST (PA AND LAT)\n" if hospital.verbose else ""
+    comparison = "None." if rng.random() < 0.5 else "Prior radiograph."
+    return f"{header}INDICATION: {clinical.capitalize()}.\nCOMPARISON: {comparison}\n\nFINDINGS:\n{findings}\n\nIMPRESSION:\n{impression}\n"
+
+
+def expected_tokens(reports: SyntheticReports) -> float:
+    """Mean whitespace words per extracted report, a rough guide to sequence length."""
+    return float(np.mean([len(t.split()) for t in reports.to_report_set().texts])) if reports.reports else math.nan

@@ -1,0 +1,148 @@
+"""`radfl`: train, federate, predict, synth, sweep, report and bench from one command line.
+
+Bad input is an `InputError`: one line on stderr, exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import MISSING
+
+from common.config import RunConfig, config_fields
+from common.errors import InputError
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _add_config_options(parser: argparse.ArgumentParser, *, federated: bool, defaults: dict | None = None) -> None:
+    for f in config_fields(federated=federated):
+        default = (defaults or {}).get(f.name, f.default)
+        kind = type(f.default) if f.default is not MISSING else str
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default, choices=f.metadata["choices"],
+                            help=f"{f.metadata['help']} (default: {default}; run-config key {f.metadata['key']})")
+
+
+def _config(args: argparse.Namespace, *, federated: bool) -> RunConfig:
+    return RunConfig.from_dict({f.name: getattr(args, f.name) for f in config_fields(federated=federated)})
+
+
+def cmd_train(args) -> int:
+    from simulations.centralized import run_centralized
+    from simulations.results import summary_table
+
+    record = run_centralized(_config(args, federated=False), show_progress=not args.quiet)
+    print(summary_table(record))
+    print(f"\nadapter: {os.path.join(args.out, 'adapter')}\nmetrics: {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+def cmd_federate(args) -> int:
+    from simulations.federated import run_federated
+    from simulations.results import summary_table
+
+    record = run_federated(_config(args, federated=True), show_progress=not args.quiet)
+    print(summary_table(record))
+    print(f"\nglobal adapter: {os.path.join(args.out, 'adapter')}\nmetrics: {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from simulations.predict import predict_command
+
+    return predict_command(args)
+
+
+def cmd_synth(args) -> int:
+    from common.layouts import write_ct_rate, write_mimic_cxr
+    from common.synthetic import HOSPITALS, generate
+
+    hospitals = HOSPITALS
+    if args.hospital:
+        hospitals = tuple(h for h in HOSPITALS if h.name == args.hospital)
+        if not hospitals:
+            raise InputError(f"unknown hospital {args.hospital!r}; use one of {', '.join(h.name for h in HOSPITALS)}")
+    if args.reports < 10:
+        raise InputError("--reports must be at least 10")
+    if os.path.exists(args.out) and os.listdir(args.out):
+        raise InputError(f"{args.out} is not empty; choose a new folder (radfl synth never overwrites data)")
+    kind = "mimic-cxr" if args.layout == "mimic-cxr" else "ct-rate"
+    data = generate(kind, n_reports=args.reports, seed=args.seed, label_noise=args.label_noise, hospitals=hospitals)
+    writer = write_mimic_cxr if kind == "mimic-cxr" else write_ct_rate
+    writer(data, args.out, seed=args.seed)
+    print(f"wrote {args.reports} synthetic {kind} reports in the {args.layout} layout to {args.out}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from simulations.sweep import sweep_command
+
+    return sweep_command(args)
+
+
+def cmd_report(args) -> int:
+    from simulations.report import report_command
+
+    return report_command(args)
+
+
+def cmd_bench(args) -> int:
+    from simulations.bench import bench_command
+
+    return bench_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="radfl", description="Federated, differentially private LoRA for radiology report labels.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="centralized DP-LoRA training (the paper's setting)")
+    _add_config_options(train, federated=False)
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    federate = sub.add_parser("federate", help="federated DP-LoRA over simulated hospitals (Flower simulation engine)")
+    _add_config_options(federate, federated=True, defaults={"out": "runs/federated"})
+    federate.add_argument("--quiet", action="store_true", help="no progress output")
+    federate.set_defaults(func=cmd_federate)
+
+    predict = sub.add_parser("predict", help="per-label probabilities from a saved adapter")
+    predict.add_argument("--adapter", required=True, help="adapter folder of a run (DIR/adapter)")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="one report")
+    source.add_argument("--input", help="a .txt file (one report per line), or a .csv/.jsonl file with a text column")
+    predict.add_argument("--text-column", default="text", help="text column of a csv/jsonl input (default: text)")
+    predict.add_argument("--output", help="write a CSV of probabilities here instead of printing")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    predict.set_defaults(func=cmd_predict)
+
+    synth = sub.add_parser("synth", help="write a synthetic data set in the MIMIC-CXR or CT-RATE file layout")
+    synth.add_argument("--layout", choices=("mimic-cxr", "ct-rate"), default="mimic-cxr")
+    synth.add_argument("--reports", type=int, default=1000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--label-noise", type=float, default=0.03)
+    synth.add_argument("--hospital", default="", help="only this hospital's style (default: all four)")
+    synth.add_argument("--out", required=True)
+    synth.set_defaults(func=cmd_synth)
+
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as error:
+        print(f"radfl: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("radfl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

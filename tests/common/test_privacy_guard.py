@@ -1,0 +1,119 @@
+"""Guard against silent corruption of LoRA updates under Opacus (reported for some peft/opacus pairs).
+
+For tiny BERT and tiny ALBERT (whose layers share weights) with LoRA and the mean-pooling head,
+Opacus' per-sample gradients must equal per-example autograd gradients for every trainable
+parameter, in a padded batch of reports of different lengths.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from common.adapters import get_adapter_state
+from common.labels import MIMIC_CXR
+from common.model import build_classifier
+from common.privacy import PrivacyLedger
+from common.tokens import TokenizedReports, make_collate
+from common.training import MultiLabelLoss, train_local, train_step
+
+LENGTHS = (5, 9, 12, 7)
+
+
+def _batch(n_labels, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = [torch.randint(1000, 5000, (n,), generator=g) for n in LENGTHS]
+    targets = torch.randint(0, 2, (len(LENGTHS), n_labels), generator=g).float()
+    return make_collate(0)(list(zip(ids, targets))), ids, targets
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "tiny-albert"])
+@pytest.mark.parametrize("mode", ["hooks", "functorch"])
+def test_opacus_per_sample_gradients_equal_per_example_autograd(model_name, mode):
+    from opacus.grad_sample import GradSampleHooks
+
+    torch.manual_seed(0)
+    model = build_classifier(model_name, MIMIC_CXR.labels).model
+    with torch.no_grad():  # LoRA B starts at zero; make every gradient non-trivial
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert any(".lora_A." in n for n in trainable) and any(".lora_B." in n for n in trainable)
+    assert any("classifier" in n for n in trainable)
+    (input_ids, mask, targets), ids, _ = _batch(len(MIMIC_CXR))
+    criterion = MultiLabelLoss()
+
+    expected = {n: [] for n in trainable}
+    for i, example in enumerate(ids):  # one unpadded example at a time
+        model.zero_grad()
+        loss = criterion(model(input_ids=example[None], attention_mask=torch.ones(1, len(example), dtype=torch.long)).logits, targets[i : i + 1])
+        loss.backward()
+        for n, p in trainable.items():
+            expected[n].append(p.grad.detach().clone())
+    model.zero_grad()
+
+    hooks = GradSampleHooks(model, batch_first=True, loss_reduction="mean", force_functorch=mode == "functorch")
+    try:
+        criterion(model(input_ids=input_ids, attention_mask=mask).logits, targets).backward()
+        for n, p in trainable.items():
+            assert p.grad_sample is not None, n
+            torch.testing.assert_close(p.grad_sample, torch.stack(expected[n]), atol=1e-6, rtol=1e-4, msg=n)
+    finally:
+        hooks.cleanup()
+
+
+def _dp_setup(micro_chunks, seed=0):
+    from opacus import PrivacyEngine
+
+    torch.manual_seed(seed)
+    model = build_classifier("tiny", MIMIC_CXR.labels).model
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    dataset = TokenizedReports([np.arange(1, n + 1) for n in LENGTHS], np.zeros((len(LENGTHS), len(MIMIC_CXR))))
+    loader = DataLoader(dataset, batch_size=len(LENGTHS), collate_fn=make_collate(0))
+    engine = PrivacyEngine(accountant="prv")
+    hooks, optimizer, _ = engine.make_private(module=model, optimizer=torch.optim.SGD(params, lr=1.0), data_loader=loader,
+                                              noise_multiplier=0.0, max_grad_norm=0.05, wrap_model=False)
+    return model, optimizer, hooks, engine
+
+
+def test_micro_batches_give_the_same_clipped_update_and_one_accountant_step():
+    (batch, _, _) = _batch(len(MIMIC_CXR), seed=1)
+    states = []
+    for micro in (0, 1, 3):
+        model, optimizer, hooks, engine = _dp_setup(micro)
+        before = get_adapter_state(model)
+        train_step(model, batch, optimizer, MultiLabelLoss(), torch.device("cpu"), micro_batch=micro)
+        after = get_adapter_state(model)
+        hooks.cleanup()
+        assert engine.accountant.history == [(0.0, 1.0, 1)]  # one step, however the batch was cut
+        states.append({k: after[k] - before[k] for k in after})
+    for other in states[1:]:
+        for name in states[0]:
+            np.testing.assert_allclose(other[name], states[0][name], atol=1e-7, rtol=1e-5, err_msg=name)
+    assert any(np.abs(v).max() > 0 for v in states[0].values())
+
+
+def test_a_dp_step_changes_the_adapter_and_nothing_else(small_reports, tiny_classifier):
+    model = tiny_classifier.model
+    base_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    adapter_before = get_adapter_state(model)
+    ids = tiny_classifier.tokenizer(small_reports.texts[:200], truncation=True, max_length=64)["input_ids"]
+    dataset = TokenizedReports([np.asarray(x) for x in ids], small_reports.labels[:200])
+    ledger = PrivacyLedger.plan(target_epsilon=1.0, delta=1e-3, n_examples=200, batch_size=50, epochs=1, max_grad_norm=1.0)
+    result = train_local(model, dataset, ledger=ledger, epochs=1, batch_size=50, lr=1e-2, pad_id=0, device=torch.device("cpu"), seed=0)
+    assert result.steps == 4 and ledger.steps_taken == 4 and 0 < ledger.spent() <= 1.0
+    after = get_adapter_state(model)
+    for name in adapter_before:  # every LoRA A, B and head array moved
+        assert not np.allclose(after[name], adapter_before[name]), name
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, base_before[name]), name
+        assert not hasattr(p, "grad_sample") or p.grad_sample is None  # Opacus cleaned up
+    assert math.isfinite(result.mean_loss)
