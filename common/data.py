@@ -69,3 +69,40 @@ def prepare(cfg: RunConfig, tokenizer, reports: ReportSet | None = None) -> Prep
     train, val, test = dataset_splits(reports, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
     ids = tokenize(reports.texts, tokenizer, max_length=cfg.max_length, fingerprint=reports.fingerprint())
     return PreparedData(reports, ids, train, val, test)
+
+
+@dataclass(frozen=True)
+class Site:
+    """Who a client is: a partition of one data set (simulation) or a hospital's own files (deployment)."""
+
+    index: int
+    count: int
+    name: str
+    data_path: str = ""  # deployment: the site's own reports
+    data_format: str = ""  # mimic-cxr, ct-rate or csv
+
+    @classmethod
+    def from_node_config(cls, node_config: dict) -> "Site":
+        """Flower node config → Site. Simulation gives partition-id/num-partitions; a hospital's
+        SuperNode gives data-path, data-format and site-name (and nothing about patients)."""
+        index = int(node_config.get("partition-id", 0))
+        count = int(node_config.get("num-partitions", 1))
+        path = str(node_config.get("data-path", ""))
+        fmt = str(node_config.get("data-format", ""))
+        if path and fmt not in ("mimic-cxr", "ct-rate", "csv"):
+            raise InputError(f"node config data-format {fmt!r} must be mimic-cxr, ct-rate or csv")
+        return cls(index, count, str(node_config.get("site-name", f"site-{index}")), path, fmt)
+
+
+def site_data(cfg: RunConfig, site: Site, tokenizer) -> tuple[PreparedData, np.ndarray, np.ndarray, np.ndarray]:
+    """This site's data and its (train, val, test) report indices.
+
+    A site with its own files splits them by patient; a simulated site takes its partition of
+    each split of the shared data set (see `PreparedData.site_splits`).
+    """
+    if site.data_path:
+        data = prepare(cfg.replace(dataset=site.data_format, data=site.data_path), tokenizer)
+        return data, data.train, data.val, data.test
+    data = prepare(cfg, tokenizer)
+    train, val, test = data.site_splits(cfg.replace(sites=site.count))[site.index]
+    return data, train, val, test

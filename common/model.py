@@ -116,6 +116,19 @@ def _random_config(kind: str):
     return BertConfig(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, intermediate_size=2048, **common)
 
 
+def load_tokenizer(name: str):
+    """The tokenizer of a model, without loading its weights."""
+    from transformers import AutoTokenizer
+
+    target = PRESETS.get(name, name)
+    if target.startswith("random:") or target.startswith("bundled:"):
+        return AutoTokenizer.from_pretrained(bundled_minilm_path(verify=False))
+    try:
+        return AutoTokenizer.from_pretrained(target, local_files_only=True)
+    except (OSError, ValueError):
+        return load_encoder(name)[1]  # raises the helpful error
+
+
 def load_encoder(name: str):
     """(encoder, tokenizer, source) for a preset, a local folder or a Hugging Face id in the cache.
 

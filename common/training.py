@@ -111,6 +111,8 @@ def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, epoc
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=make_collate(pad_id))
     criterion = MultiLabelLoss()
     engine = hooks = None
+    model.train()  # Opacus refuses a model in eval mode (the previous round's evaluation left it there)
+    torch.manual_seed(seed)  # Poisson sampling and DP noise draw from torch's default generator
     if ledger.private:
         from opacus import PrivacyEngine
 
@@ -126,7 +128,6 @@ def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, epoc
             hooks, optimizer, criterion, loader = wrapped
         else:
             hooks, optimizer, loader = wrapped
-    model.train()
     started, steps, examples, losses = time.perf_counter(), 0, 0, []
     try:
         for _ in range(epochs):

@@ -139,6 +139,13 @@ def main(argv=None) -> int:
     except InputError as error:
         print(f"radfl: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        from simulations.flower import RunFailed
+
+        if not isinstance(error, RunFailed):
+            raise
+        print(f"radfl: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("radfl: interrupted", file=sys.stderr)
         return 130

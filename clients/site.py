@@ -1,0 +1,85 @@
+"""A hospital's long-lived state: its model and data (per process) and its privacy ledger (per run).
+
+The base encoder and the tokenized reports are built once per process and reused every round
+(Flower's simulation engine keeps its worker processes between rounds); only the adapter arrays
+change hands. The privacy ledger is kept in `context.state` and mirrored to a file in the site's
+state folder, so a resumed run or a restarted SuperNode continues the same accounting instead of
+starting from ε = 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.config import RunConfig
+from common.data import PreparedData, Site, site_data
+from common.model import Classifier, build_classifier, load_tokenizer, lora_spec, resolve_device
+from common.privacy import PrivacyLedger, steps_per_epoch_for
+from common.records import LEDGER
+
+
+@dataclass
+class SiteSession:
+    classifier: Classifier
+    data: PreparedData
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    device: object
+
+
+def session(cfg: RunConfig, site: Site) -> SiteSession:
+    return _session(json.dumps(cfg.to_flower(), sort_keys=True), site)
+
+
+@functools.lru_cache(maxsize=8)
+def _session(cfg_json: str, site: Site) -> SiteSession:
+    cfg = RunConfig.from_flower(json.loads(cfg_json))
+    device = resolve_device(cfg.device)
+    data, train, val, test = site_data(cfg, site, load_tokenizer(cfg.model))
+    classifier = build_classifier(cfg.model, data.label_names, lora=lora_spec(cfg), device=device)
+    return SiteSession(classifier, data, train, val, test, device)
+
+
+def plan_ledger(cfg: RunConfig, n_train: int) -> PrivacyLedger:
+    """Noise for the whole run: rounds × local epochs at this site's sample rate, once."""
+    epsilon = cfg.epsilon if cfg.dp_level == "sample" else float("inf")  # client-level DP: noise at the server
+    return PrivacyLedger.plan(target_epsilon=epsilon, delta=cfg.delta, n_examples=n_train, batch_size=cfg.batch_size,
+                              epochs=cfg.rounds * cfg.local_epochs, max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant)
+
+
+def round_steps(cfg: RunConfig, n_train: int) -> int:
+    return cfg.local_epochs * steps_per_epoch_for(n_train, cfg.batch_size)
+
+
+def ledger_file(cfg: RunConfig, site: Site, state_dir: str) -> Path:
+    """Where this site mirrors its ledger: one file per (run output, site), under the site's state folder."""
+    key = hashlib.sha256(f"{os.path.abspath(cfg.out)}|{cfg.seed}|{cfg.dataset}|{site.data_path}".encode()).hexdigest()[:12]
+    return Path(state_dir) / f"ledger-{site.name}-{key}.json"
+
+
+def restore_ledger(state, path: Path) -> PrivacyLedger | None:
+    """The ledger from `context.state`, else from the site's file, else None (a fresh run)."""
+    if LEDGER in state.config_records:
+        return PrivacyLedger.from_dict(json.loads(state.config_records[LEDGER]["json"]))
+    if path.is_file():
+        return PrivacyLedger.from_dict(json.loads(path.read_text()))
+    return None
+
+
+def store_ledger(state, path: Path, ledger: PrivacyLedger) -> None:
+    from flwr.app import ConfigRecord
+
+    text = json.dumps(ledger.to_dict())
+    state[LEDGER] = ConfigRecord({"json": text})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

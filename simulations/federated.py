@@ -1,0 +1,109 @@
+"""`radfl federate`: the federation on Flower's simulation engine, one call, nothing left running.
+
+A private SuperLink (in its own FLWR_HOME, on a free loopback port) runs the radfl Flower app with
+`num-supernodes = --sites`; the ServerApp writes DIR/metrics.json. The SuperLink, Ray and every
+other process started here are stopped when the run ends, fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common.config import RunConfig
+from common.data import load_reports
+from common.errors import InputError
+from common.partition import dataset_splits, partition_sites
+from common.privacy import PrivacyLedger
+from simulations.flower import BIN, FlowerCLI, RunFailed, app_dir, failure_reason, free_port, stop_tree
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Fail in a second, before any Flower process starts: data, partitions, every site's budget."""
+    reports = load_reports(cfg)
+    train, _, _ = dataset_splits(reports, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    for k, site in enumerate(partition_sites(reports, train, n_sites=cfg.sites, scheme=cfg.partition, alpha=cfg.alpha, seed=cfg.seed)):
+        try:
+            PrivacyLedger.plan(target_epsilon=cfg.epsilon if cfg.dp_level == "sample" else float("inf"), delta=cfg.delta,
+                               n_examples=len(site), batch_size=cfg.batch_size, epochs=cfg.rounds * cfg.local_epochs,
+                               max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant)
+        except InputError as error:
+            raise InputError(f"site {k} ({len(site)} training reports): {error}") from None
+
+
+def client_resources(device: str) -> str:
+    """All CPU cores to one simulated site at a time (2 threads beat 2 sites of 1 thread on 2 cores,
+    and memory stays at one model per process); a GPU share per site where CUDA is present."""
+    import torch
+
+    cores = max(1, len(os.sched_getaffinity(0)))
+    cuda = device != "cpu" and torch.cuda.is_available()
+    gpus = 1.0 / max(1, min(4, cores // 2)) if cuda else 0.0  # several sites share one GPU
+    return f"client-resources-num-cpus={cores if not cuda else max(1, cores // 4)} client-resources-num-gpus={gpus}"
+
+
+def run_federated(cfg: RunConfig, *, show_progress: bool = True, timeout: float = 6 * 3600) -> dict:
+    cfg = cfg.replace(out=os.path.abspath(cfg.out))
+    preflight(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="radfl-flwr-"))
+    port = free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "radfl"\n\n[superlink.radfl]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+    cli = FlowerCLI(home, "radfl")
+    log_path = out / "flower.log"
+    with open(home / "superlink.log", "w") as link_log:
+        link = subprocess.Popen(
+            [str(BIN / "flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
+             "--disable-runtime-dependency-installation"],
+            env=cli.env, stdout=link_log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(out))
+    progress = _Progress(out / "progress.json", cfg.rounds, show_progress)
+    try:
+        cli.wait_ready()
+        run_id = cli.submit(app_dir(), cfg.to_flower(), f"num-supernodes={cfg.sites} {client_resources(cfg.device)}")
+        status = cli.wait(run_id, timeout=timeout, on_poll=progress.update)
+        logs = cli.logs(run_id)
+        log_path.write_text(logs)
+    finally:
+        stop_tree(link)
+    progress.update()
+    if status != "finished:completed":
+        reason = failure_reason(logs)
+        if "InputError" in logs:
+            raise InputError(reason)
+        raise RunFailed(f"the federated run ended {status}: {reason} (log: {log_path})")
+    metrics = out / "metrics.json"
+    if not metrics.is_file():
+        raise RunFailed(f"the run completed but wrote no {metrics} (log: {log_path})")
+    return json.loads(metrics.read_text())
+
+
+class _Progress:
+    """Print one line per finished round, read from the ServerApp's progress file."""
+
+    def __init__(self, path: Path, rounds: int, enabled: bool):
+        self.path, self.rounds, self.enabled, self.seen = path, rounds, enabled, 0
+        self.started = time.monotonic()
+        if path.is_file():
+            path.unlink()
+
+    def update(self) -> None:
+        if not self.enabled or not self.path.is_file():
+            return
+        try:
+            history = json.loads(self.path.read_text())["history"]
+        except (ValueError, KeyError):
+            return
+        for entry in history:
+            if entry["round"] > self.seen and "global" in entry:
+                self.seen = entry["round"]
+                f1 = (entry.get("global") or {}).get("weighted_f1")
+                eps = [s.get("epsilon-spent") for s in entry.get("sites", []) if s.get("status") != "failed"]
+                print(f"round {entry['round']}/{self.rounds}: global weighted F1 "
+                      f"{'n/a' if f1 is None else f'{f1:.4f}'}, max site epsilon {max(eps) if eps else 'n/a'}, "
+                      f"{time.monotonic() - self.started:.0f} s", flush=True)

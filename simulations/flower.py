@@ -1,0 +1,164 @@
+"""Drive Flower's own engines from Python through the `flwr` CLI: submit, follow, check, clean up.
+
+Flower 1.42 has no public in-process simulation API (`run_simulation` is deprecated), so radfl
+does what a user would: start a SuperLink, `flwr run` the app, and poll `flwr list` for the run's
+status, because `flwr run` exits 0 even when the ServerApp fails. Every process started here
+runs in its own process group and is killed, with all its descendants, when the work is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common.errors import InputError
+
+BIN = Path(sys.executable).parent
+
+
+class RunFailed(RuntimeError):
+    """The Flower run did not complete; the message says why and where the log is."""
+
+
+def app_dir() -> Path:
+    """The folder whose pyproject.toml declares the radfl Flower app (the repository root)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file() or "[tool.flwr.app]" not in (root / "pyproject.toml").read_text():
+        raise InputError(f"no Flower app found at {root}; install radfl from its repository (pip install -e .)")
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flower_env(home: Path) -> dict:
+    return {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            # The app's dependencies are this environment's; a per-run `uv sync` would download them.
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_TELEMETRY_ENABLED": "0", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_config_arg(values: dict) -> str:
+    """`key=value` pairs as TOML literals for `flwr run --run-config`."""
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below `pid` (read from /proc), deepest last; Ray daemons included."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def stop_tree(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM a process, its group and every descendant; SIGKILL what is left after `grace` s."""
+    if process.poll() is not None and not descendants(process.pid):
+        return
+    tree = descendants(process.pid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for target in [process.pid, *tree]:
+            try:
+                os.kill(target, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(p) for p in [process.pid, *tree]):
+            time.sleep(0.2)
+        if not any(_alive(p) for p in [process.pid, *tree]):
+            break
+    process.wait(timeout=5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class FlowerCLI:
+    """`flwr` commands against one SuperLink connection of a private FLWR_HOME."""
+
+    def __init__(self, home: Path, connection: str):
+        self.home, self.connection, self.env = Path(home), connection, flower_env(Path(home))
+
+    def _run(self, *args, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "flwr"), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def wait_ready(self, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._run("list", self.connection, "--format", "json", timeout=30).returncode == 0:
+                return
+            time.sleep(0.3)
+        raise RunFailed(f"the SuperLink did not answer within {seconds:.0f} s (see {self.home})")
+
+    def submit(self, app: Path, run_config: dict, federation_config: str | None = None) -> int:
+        args = ["run", str(app), self.connection, "--format", "json", "--run-config", run_config_arg(run_config)]
+        if federation_config:
+            args += ["--federation-config", federation_config]
+        done = self._run(*args, timeout=300)
+        try:
+            return int(json.loads(done.stdout)["run-id"])
+        except (ValueError, KeyError):
+            raise RunFailed(f"flwr run was refused: {(done.stdout + done.stderr).strip()[-500:]}") from None
+
+    def status(self, run_id: int) -> str:
+        done = self._run("list", self.connection, "--run-id", str(run_id), "--format", "json", timeout=60)
+        try:
+            return json.loads(done.stdout)["runs"][0]["status"]
+        except (ValueError, KeyError, IndexError):
+            return "unknown"
+
+    def wait(self, run_id: int, *, timeout: float, on_poll=None, poll: float = 2.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status(run_id)
+            if status.startswith("finished"):
+                return status
+            if on_poll:
+                on_poll()
+            time.sleep(poll)
+        self._run("stop", str(run_id), self.connection, timeout=60)
+        return "timeout"
+
+    def logs(self, run_id: int) -> str:
+        try:
+            return self._run("log", str(run_id), self.connection, "--show", timeout=60).stdout
+        except subprocess.TimeoutExpired:
+            return ""
+
+
+def failure_reason(logs: str) -> str:
+    """The most useful line of a failed run's log: an InputError's message if there is one."""
+    found = re.findall(r"InputError: (.+)", logs)
+    if found:
+        return found[-1].strip()
+    errors = [line.strip() for line in logs.splitlines() if re.search(r"Error|Exception|error", line)]
+    return errors[-1][:400] if errors else "no error message in the run's log"
