@@ -29,7 +29,9 @@ def _setup(context: Context):
     configure_threads()
     cfg = RunConfig.from_flower(context.run_config)
     site = Site.from_node_config(context.node_config)
-    state_dir = str(context.node_config.get("state-dir", "")) or os.path.join(os.path.expanduser("~"), ".radfl", "site-state")
+    # Where the site mirrors its privacy ledger: node config, else the runner's choice, else home.
+    state_dir = (str(context.node_config.get("state-dir", "")) or os.environ.get("RADFL_STATE_DIR")
+                 or os.path.join(os.path.expanduser("~"), ".radfl", "site-state"))
     return cfg, site, session(cfg, site), ledger_file(cfg, site, state_dir)
 
 

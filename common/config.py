@@ -66,7 +66,7 @@ class RunConfig:
     client_noise: float = option(-1.0, "fl.client-noise", "client-level DP noise multiplier (dp-level client); -1: calibrated to --epsilon", federated=True)
     client_clip: float = option(1.0, "fl.client-clip", "client-level DP clipping norm of an update (dp-level client)", federated=True)
     min_sites: int = option(1, "fl.min-sites", "fewest replies a round needs to update the global adapter", federated=True)
-    wait_seconds: int = option(120, "fl.wait-seconds", "how long the server waits for fl.sites SuperNodes before it starts", federated=True)
+    wait_seconds: int = option(60, "fl.wait-seconds", "how long the server waits for fl.sites SuperNodes before it starts", federated=True)
     out: str = option("runs/latest", "run.out", "output folder")
 
     def __post_init__(self):
@@ -91,8 +91,6 @@ class RunConfig:
             raise InputError("--client-noise must be -1 (calibrate to --epsilon) or a noise multiplier >= 0")
         if not 0 <= self.label_noise < 0.5:
             raise InputError("--label-noise must lie in [0, 0.5)")
-        if self.dataset in ("mimic-cxr", "ct-rate", "csv") and not self.data:
-            raise InputError(f"--dataset {self.dataset} needs --data PATH")
 
     @property
     def private(self) -> bool:

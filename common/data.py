@@ -16,6 +16,9 @@ from common.tokens import TokenizedReports, tokenize
 
 def load_reports(cfg: RunConfig) -> ReportSet:
     """The reports `cfg.dataset` names: a synthetic default or a real layout read from `cfg.data`."""
+    # Checked here, not in RunConfig: a deployed ServerApp has no path (each site's SuperNode names its own).
+    if cfg.dataset in ("mimic-cxr", "ct-rate", "csv") and not cfg.data:
+        raise InputError(f"--dataset {cfg.dataset} needs --data PATH")
     if cfg.dataset == "synthetic-mimic":
         return generate("mimic-cxr", n_reports=cfg.synthetic_reports, seed=cfg.seed, label_noise=cfg.label_noise).to_report_set(cfg.uncertainty)
     if cfg.dataset == "synthetic-ctrate":

@@ -25,7 +25,7 @@ from common.model import build_classifier, load_classifier, load_tokenizer, lora
 from common.privacy import calibrate_noise, epsilon_spent
 from common.runtime import autocast_dtype
 from common.training import predict_probs
-from simulations.results import versions, write_record
+from simulations.results import save_predictions, versions, write_record
 
 
 def label_names_for(cfg: RunConfig) -> tuple[str, ...]:
@@ -57,8 +57,13 @@ class FederationRun:
         self.eval_data = self._central_eval_data()
         self.checkpoints = self.out / "checkpoints"
         self.history: list[dict] = []
+        self.last_probs = None  # test-set probabilities of the latest global adapter
         self.done_rounds = 0
         self._resume()
+
+    def start_clock(self) -> None:
+        """Training time starts when the sites are connected, not while the server waits for them."""
+        self.started = time.perf_counter()
 
     # ---- data the server may hold (simulation: the global test split)
 
@@ -83,7 +88,8 @@ class FederationRun:
         self.done_rounds = int(state["round"])
         self.history = state["history"]
         restored, _ = load_classifier(self.checkpoints / f"round-{self.done_rounds:03d}")
-        set_adapter_state(self.classifier.model, get_adapter_state(restored.model))
+        saved = get_adapter_state(restored.model, trainable_only=False)
+        set_adapter_state(self.classifier.model, {k: v for k, v in saved.items() if k in self.initial_arrays()})
 
     def initial_arrays(self) -> dict[str, np.ndarray]:
         return get_adapter_state(self.classifier.model)
@@ -113,6 +119,7 @@ class FederationRun:
             probs = predict_probs(self.classifier.model, self.eval_data.dataset(test), pad_id=self.classifier.pad_id,
                                   device=self.device, autocast_dtype=autocast_dtype(self.device))
             metrics = compute_metrics(self.eval_data.reports.labels[test], probs, self.labels)
+            self.last_probs = probs
         if global_round > 0:
             entry = self._entry(global_round)
             entry["global"] = metrics
@@ -163,6 +170,8 @@ class FederationRun:
             privacy["client_dp"] = {"noise_multiplier": client_sigma, "clipping_norm": cfg.client_clip,
                                     "noise_stddev": (client_sigma or 0.0) * cfg.client_clip / max(sites_connected, 1),
                                     "mechanism": "Flower DifferentialPrivacyServerSideFixedClipping"}
+        if self.last_probs is not None:
+            save_predictions(self.out, self.eval_data.reports.labels[self.eval_data.test], self.last_probs)
         final_folder = self.out / "adapter"
         save_classifier(self.classifier, final_folder, model_name=cfg.model, max_length=cfg.max_length)
         seconds = time.perf_counter() - self.started

@@ -46,6 +46,7 @@ def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_flower(context.run_config)
     run = FederationRun(cfg)
     sites = wait_for_sites(grid, cfg.sites, seconds=float(cfg.wait_seconds), minimum=cfg.min_sites)
+    run.start_clock()
     strategy = AdapterFedAvg(
         round_offset=run.done_rounds, min_replies=cfg.min_sites, on_train_round=run.record_train,
         on_evaluate_round=run.record_evaluate,

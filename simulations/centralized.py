@@ -13,7 +13,7 @@ from common.partition import dataset_splits
 from common.privacy import PrivacyLedger
 from common.runtime import autocast_dtype, configure_threads, grad_sample_mode
 from common.training import predict_probs, train_local
-from simulations.results import versions, write_record
+from simulations.results import save_predictions, versions, write_record
 
 
 def run_centralized(cfg: RunConfig, *, show_progress: bool = True) -> dict:
@@ -40,6 +40,7 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True) -> dict:
         probs = predict_probs(classifier.model, data.dataset(index), pad_id=classifier.pad_id, device=device, autocast_dtype=amp)
         evaluated[split] = compute_metrics(data.reports.labels[index], probs, data.label_names)
     out = Path(cfg.out)
+    save_predictions(out, data.reports.labels[data.test], probs)
     save_classifier(classifier, out / "adapter", model_name=cfg.model, max_length=cfg.max_length)
     record = {
         "mode": "centralized",

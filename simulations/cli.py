@@ -1,4 +1,4 @@
-"""`radfl`: train, federate, predict, synth, sweep, report and bench from one command line.
+"""`radfl`: train, federate, predict, synth, sweep, report, bench, pilot-certs and submit from one command line.
 
 Bad input is an `InputError`: one line on stderr, exit status 2, no traceback.
 """
@@ -128,10 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True)
     synth.set_defaults(func=cmd_synth)
 
+    from simulations.report import add_report_arguments
+    from simulations.sweep import add_sweep_arguments
+
+    sweep = sub.add_parser("sweep", help="grid of datasets x models x epsilons x modes x seeds; resumable")
+    add_sweep_arguments(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+    report = sub.add_parser("report", help="results.csv, report.md and plots of a sweep folder")
+    add_report_arguments(report)
+    report.set_defaults(func=cmd_report)
     return parser
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # run the cleanup (finally blocks) on SIGTERM as on Ctrl-C
+
+
 def main(argv=None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -56,6 +56,7 @@ def run_federated(cfg: RunConfig, *, show_progress: bool = True, timeout: float 
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "radfl"\n\n[superlink.radfl]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
     cli = FlowerCLI(home, "radfl")
+    cli.env["RADFL_STATE_DIR"] = str(out / "site-state")  # simulated sites keep their ledgers beside the run
     log_path = out / "flower.log"
     with open(home / "superlink.log", "w") as link_log:
         link = subprocess.Popen(

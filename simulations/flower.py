@@ -103,38 +103,47 @@ def _alive(pid: int) -> bool:
 
 
 class FlowerCLI:
-    """`flwr` commands against one SuperLink connection of a private FLWR_HOME."""
+    """`flwr` commands against one SuperLink connection of a FLWR_HOME (None: its default connection)."""
 
-    def __init__(self, home: Path, connection: str):
+    def __init__(self, home: Path, connection: str | None):
         self.home, self.connection, self.env = Path(home), connection, flower_env(Path(home))
 
     def _run(self, *args, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "flwr"), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
+    def _conn(self) -> list[str]:
+        return [self.connection] if self.connection else []
+
     def wait_ready(self, seconds: float = 60) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if self._run("list", self.connection, "--format", "json", timeout=30).returncode == 0:
+            if self._run("list", *self._conn(), "--format", "json", timeout=30).returncode == 0:
                 return
             time.sleep(0.3)
         raise RunFailed(f"the SuperLink did not answer within {seconds:.0f} s (see {self.home})")
 
-    def submit(self, app: Path, run_config: dict, federation_config: str | None = None) -> int:
-        args = ["run", str(app), self.connection, "--format", "json", "--run-config", run_config_arg(run_config)]
+    def submit(self, app: Path, run_config: dict | str | list[str], federation_config: str | None = None) -> int:
+        """`flwr run`; `run_config` is a dict of values, or `--run-config` text(s) passed through as given."""
+        texts = [run_config_arg(run_config)] if isinstance(run_config, dict) else [run_config] if isinstance(run_config, str) else run_config
+        args = ["run", str(app), *self._conn(), "--format", "json", *[a for t in texts for a in ("--run-config", t)]]
         if federation_config:
             args += ["--federation-config", federation_config]
         done = self._run(*args, timeout=300)
         try:
             return int(json.loads(done.stdout)["run-id"])
         except (ValueError, KeyError):
-            raise RunFailed(f"flwr run was refused: {(done.stdout + done.stderr).strip()[-500:]}") from None
+            raise RunFailed(f"flwr run was refused: {_one_line(_error_message(done))[-500:]}") from None
+
+    def run_info(self, run_id: int) -> dict:
+        """The run's row of `flwr list --run-id` (status, status-details, elapsed, ...); {} if unknown."""
+        done = self._run("list", *self._conn(), "--run-id", str(run_id), "--format", "json", timeout=60)
+        try:
+            return json.loads(done.stdout)["runs"][0]
+        except (ValueError, KeyError, IndexError):
+            return {}
 
     def status(self, run_id: int) -> str:
-        done = self._run("list", self.connection, "--run-id", str(run_id), "--format", "json", timeout=60)
-        try:
-            return json.loads(done.stdout)["runs"][0]["status"]
-        except (ValueError, KeyError, IndexError):
-            return "unknown"
+        return self.run_info(run_id).get("status", "unknown")
 
     def wait(self, run_id: int, *, timeout: float, on_poll=None, poll: float = 2.0) -> str:
         deadline = time.monotonic() + timeout
@@ -145,20 +154,57 @@ class FlowerCLI:
             if on_poll:
                 on_poll()
             time.sleep(poll)
-        self._run("stop", str(run_id), self.connection, timeout=60)
+        self._run("stop", str(run_id), *self._conn(), timeout=60)
         return "timeout"
 
     def logs(self, run_id: int) -> str:
         try:
-            return self._run("log", str(run_id), self.connection, "--show", timeout=60).stdout
+            return self._run("log", str(run_id), *self._conn(), "--show", timeout=60).stdout
         except subprocess.TimeoutExpired:
             return ""
 
+    def stream_logs(self, run_id: int) -> subprocess.Popen:
+        """`flwr log` to this process's stdout until the run ends (the caller stops it with stop_tree)."""
+        return subprocess.Popen([str(BIN / "flwr"), "log", str(run_id), *self._conn()], env=self.env,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
 
-def failure_reason(logs: str) -> str:
-    """The most useful line of a failed run's log: an InputError's message if there is one."""
+    def register(self, public_key: Path, name: str | None = None) -> int:
+        """`flwr supernode register`: allow the SuperNode holding this key's private half to join."""
+        done = self._run("supernode", "register", str(public_key), *self._conn(), "--format", "json",
+                         *(["--name", name] if name else []), timeout=60)
+        try:
+            return int(json.loads(done.stdout)["node-id"])
+        except (ValueError, KeyError):
+            raise RunFailed(f"flwr supernode register refused {public_key}: {_one_line(_error_message(done))[-500:]}") from None
+
+    def supernodes(self) -> dict[int, str]:
+        """Registered SuperNodes and their status (registered, online, offline, unregistered)."""
+        done = self._run("supernode", "list", *self._conn(), "--format", "json", timeout=60)
+        try:
+            return {int(n["node-id"]): n["status"] for n in json.loads(done.stdout)["nodes"]}
+        except (ValueError, KeyError):
+            raise RunFailed(f"flwr supernode list failed: {_one_line(_error_message(done))[-500:]}") from None
+
+
+def _error_message(done: subprocess.CompletedProcess) -> str:
+    """What a failed `flwr ... --format json` said: its error-message, else its whole output."""
+    try:
+        return str(json.loads(done.stdout)["error-message"])
+    except (ValueError, KeyError, TypeError):
+        return done.stdout + done.stderr
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def failure_reason(logs: str, details: str = "") -> str:
+    """The most useful line of a failed run's log: an InputError's message if there is one, else
+    the run's `status-details` from `flwr list` when given, else the last error line."""
     found = re.findall(r"InputError: (.+)", logs)
     if found:
         return found[-1].strip()
+    if details and details != "N/A":
+        return _one_line(details)[:400]
     errors = [line.strip() for line in logs.splitlines() if re.search(r"Error|Exception|error", line)]
     return errors[-1][:400] if errors else "no error message in the run's log"

@@ -31,6 +31,17 @@ def write_record(folder, record: dict) -> Path:
     return path
 
 
+def save_predictions(folder, targets, probs) -> Path:
+    """Test-set targets and probabilities, for paired tests between runs on the same reports."""
+    import numpy as np
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "predictions.npz"
+    np.savez_compressed(path, targets=np.asarray(targets, np.float32), probs=np.asarray(probs, np.float16))
+    return path
+
+
 def _plain(value):
     if hasattr(value, "item"):
         return value.item()

@@ -20,6 +20,7 @@ MIMIC_HEADER = ("subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edem
 def _token_cache(tmp_path_factory):
     """Keep the token cache of the test session out of the user's home."""
     os.environ["RADFL_CACHE"] = str(tmp_path_factory.mktemp("radfl-cache"))
+    os.environ["RADFL_STATE_DIR"] = str(tmp_path_factory.mktemp("site-state"))
 
 
 def write_gz(path: Path, text: str) -> None:

@@ -1,0 +1,45 @@
+"""The server's run state: central evaluation, checkpoints every round, resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+from common.config import RunConfig
+from common.errors import InputError
+from server.federation import FederationRun, client_noise_multiplier
+
+
+def _cfg(tmp_path, **changes):
+    return RunConfig(**{**dict(model="tiny", synthetic_reports=200, rounds=3, delta=1e-3, out=str(tmp_path / "fed")), **changes})
+
+
+def test_checkpoint_each_round_and_resume_from_the_last(tmp_path):
+    cfg = _cfg(tmp_path)
+    run = FederationRun(cfg)
+    assert run.done_rounds == 0 and run.remaining_rounds == 3
+    start = run.initial_arrays()
+    assert run.evaluate(0, start)["weighted_f1"] >= 0  # the server-held test split
+    moved = {k: v + 0.01 * (i + 1) for i, (k, v) in enumerate(start.items())}
+    run.record_train(1, [{"status": "trained", "site-index": 0.0}], True)
+    run.evaluate(1, moved)
+    assert (tmp_path / "fed" / "checkpoints" / "round-001" / "adapter_config.json").is_file()
+
+    resumed = FederationRun(cfg)  # a new server process on the same output folder
+    assert resumed.done_rounds == 1 and resumed.remaining_rounds == 2
+    assert all(np.allclose(resumed.initial_arrays()[k], moved[k]) for k in moved)
+    assert resumed.history[0]["round"] == 1 and resumed.history[0]["aggregated"]
+    state = json.loads((tmp_path / "fed" / "checkpoints" / "state.json").read_text())
+    assert state["round"] == 1
+
+    with pytest.raises(InputError, match="another configuration"):
+        FederationRun(cfg.replace(lr=0.5))
+
+
+def test_client_level_noise_is_calibrated_to_epsilon_over_all_rounds(tmp_path):
+    from common.privacy import epsilon_spent
+
+    cfg = _cfg(tmp_path, dp_level="client", epsilon=2.0)
+    sigma = client_noise_multiplier(cfg)
+    assert epsilon_spent([(sigma, 1.0, cfg.rounds)], delta=cfg.delta) <= 2.0
+    assert client_noise_multiplier(cfg.replace(client_noise=0.3)) == 0.3
