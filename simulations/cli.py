@@ -137,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="results.csv, report.md and plots of a sweep folder")
     add_report_arguments(report)
     report.set_defaults(func=cmd_report)
+
+    from simulations.deploy import add_deploy_arguments  # pilot-certs, submit: one SuperNode per hospital
+
+    add_deploy_arguments(sub)
+    from simulations.bench import add_bench_arguments
+
+    bench = sub.add_parser("bench", help="DP and federation overhead, bytes per round, inference throughput")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

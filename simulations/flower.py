@@ -189,9 +189,10 @@ class FlowerCLI:
 def _error_message(done: subprocess.CompletedProcess) -> str:
     """What a failed `flwr ... --format json` said: its error-message, else its whole output."""
     try:
-        return str(json.loads(done.stdout)["error-message"])
+        text = str(json.loads(done.stdout)["error-message"])
     except (ValueError, KeyError, TypeError):
-        return done.stdout + done.stderr
+        text = done.stdout + done.stderr
+    return "\n".join(line for line in text.splitlines() if not line.startswith("Using SuperLink"))
 
 
 def _one_line(text: str) -> str:

@@ -1,0 +1,174 @@
+"""One SuperNode per hospital on loopback: TLS, node authentication, each site reading its own folder.
+
+A real `flower-superlink` (TLS, `--enable-supernode-auth`, no runtime dependency installation) and
+three `flower-supernode` processes, each pointed at its own MIMIC-CXR-layout folder by
+`--node-config`, run one 2-round DP-LoRA run with the tiny model, submitted with `radfl submit`.
+While it starts, a SuperNode whose key was never registered tries to join and is refused. After
+round 1, one hospital's SuperNode is killed (SIGKILL, like a crash): the run still completes,
+because Flower reports the lost node after its ~60 s heartbeat window and fl.min-sites = 1. One run
+serves all three checks, which keeps the module near two minutes on 2 CPU cores.
+Every process started here is stopped, also when a check fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from common.datasets import load_mimic_cxr
+from common.partition import dataset_splits
+from simulations.cli import main
+from simulations.deploy import make_node_key, write_pilot_credentials
+from simulations.flower import BIN, FlowerCLI, app_dir, descendants, flower_env, free_port, stop_tree
+
+SITES = {"site-a": "st-elsewhere-academic", "site-b": "county-general", "site-c": "lakeview-clinic"}
+KILLED = "site-c"
+TARGET_EPSILON = 1.0
+
+
+def wait_until(condition, seconds: float, what: str, poll: float = 0.5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+def start(args: list[str], *, env: dict, log: Path, cwd: Path) -> subprocess.Popen:
+    with open(log, "w") as handle:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(args, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+
+
+def crash(process: subprocess.Popen) -> None:
+    """SIGKILL a SuperNode and everything below it: no goodbye reaches the SuperLink."""
+    for pid in [process.pid, *descendants(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=10)
+
+
+def supernode_args(port: int, creds: Path, key: Path, node_config: str, local_port: int) -> list[str]:
+    return [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{port}", "--root-certificates", str(creds / "ca.crt"),
+            "--auth-supernode-private-key", str(key), "--node-config", node_config, "--port", str(local_port)]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("deploy")
+    creds = tmp / "creds"
+    write_pilot_credentials(creds, list(SITES))
+    intruder_key = tmp / "intruder.key"
+    intruder_key.write_bytes(make_node_key()[0])
+    intruder_key.chmod(0o600)
+    for k, (site, hospital) in enumerate(SITES.items()):
+        assert main(["synth", "--layout", "mimic-cxr", "--reports", "120", "--hospital", hospital, "--seed", str(k),
+                     "--out", str(tmp / "data" / site)]) == 0
+
+    port = free_port()
+    operator = tmp / "operator"  # the FLWR_HOME of whoever submits runs
+    operator.mkdir()
+    (operator / "config.toml").write_text(f'[superlink]\ndefault = "pilot"\n\n[superlink.pilot]\n'
+                                          f'address = "127.0.0.1:{port}"\nroot-certificates = "{creds / "ca.crt"}"\n')
+    cli = FlowerCLI(operator, "pilot")
+    processes: dict[str, subprocess.Popen] = {}
+    found: dict = {"tmp": tmp, "cli": cli, "out": tmp / "results" / "run"}
+    started = time.monotonic()
+    try:
+        processes["superlink"] = start(
+            [str(BIN / "flower-superlink"), "--ssl-ca-certfile", str(creds / "ca.crt"), "--ssl-certfile", str(creds / "server.crt"),
+             "--ssl-keyfile", str(creds / "server.key"), "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+             "--host", "127.0.0.1", "--port", str(port)],
+            env=flower_env(tmp / "superlink-home"), log=tmp / "superlink.log", cwd=tmp)
+        cli.wait_ready(60)
+        node_ids = {site: cli.register(creds / f"{site}.pub", site) for site in SITES}
+        found["node_ids"] = node_ids
+        for k, site in enumerate(SITES):
+            node_config = (f"data-path='{tmp / 'data' / site}' data-format='mimic-cxr' site-name='{site}' "
+                           f"partition-id={k} state-dir='{tmp / 'state' / site}'")
+            env = {**flower_env(tmp / f"home-{site}"), "RADFL_THREADS": "1"}  # three sites share 2 cores
+            processes[site] = start(supernode_args(port, creds, creds / f"{site}.key", node_config, free_port()),
+                                    env=env, log=tmp / f"{site}.log", cwd=tmp)
+        wait_until(lambda: all(cli.supernodes().get(n) == "online" for n in node_ids.values()), 60, "three SuperNodes online")
+
+        run_config = (f"model.name='tiny' fl.rounds=2 fl.sites=3 fl.min-sites=1 train.batch-size=16 dp.delta=0.001 "
+                      f"dp.target-epsilon={TARGET_EPSILON} data.dataset='mimic-cxr' run.out='{found['out']}' fl.wait-seconds=60")
+        processes["submit"] = start([str(BIN / "radfl"), "submit", str(app_dir()), "pilot", "--run-config", run_config,
+                                     "--timeout", "400", "--poll", "2"], env=flower_env(operator), log=tmp / "submit.log", cwd=tmp)
+
+        # While the run starts, a SuperNode with a key nobody registered tries to join.
+        processes["intruder"] = start(supernode_args(port, creds, intruder_key, f"data-path='{tmp / 'data' / 'site-a'}' "
+                                                     "data-format='mimic-cxr' site-name='intruder'", free_port()),
+                                      env=flower_env(tmp / "home-intruder"), log=tmp / "intruder.log", cwd=tmp)
+        found["intruder_rc"] = processes["intruder"].wait(timeout=60)
+        found["nodes_during_run"] = cli.supernodes()
+
+        # Round 1 done (the ServerApp writes progress.json after each round): one hospital crashes.
+        progress = found["out"] / "progress.json"
+        wait_until(lambda: progress.is_file() and json.loads(progress.read_text())["round"] >= 1, 240, "round 1")
+        crash(processes[KILLED])
+        found["killed_at"] = time.monotonic() - started
+        found["submit_rc"] = processes["submit"].wait(timeout=300)
+        found["seconds"] = time.monotonic() - started
+        found["nodes_after_run"] = cli.supernodes()
+        found["submit_log"] = (tmp / "submit.log").read_text()
+        yield found
+    finally:
+        for process in reversed(list(processes.values())):
+            stop_tree(process)
+
+
+def test_an_unregistered_supernode_is_refused(deployment):
+    log = (deployment["tmp"] / "intruder.log").read_text()
+    assert deployment["intruder_rc"] != 0 and "Failed to activate SuperNode" in log
+    assert "No SuperNode found with the given public key" in (deployment["tmp"] / "superlink.log").read_text()
+    # Only the three registered hospitals are known to the SuperLink, and they were online.
+    nodes = deployment["nodes_during_run"]
+    assert set(nodes) == set(deployment["node_ids"].values()) and set(nodes.values()) == {"online"}
+
+
+def test_each_site_trains_on_its_own_folder_within_its_budget(deployment):
+    assert deployment["submit_rc"] == 0, deployment["submit_log"][-3000:]
+    assert "finished:completed" in deployment["submit_log"]
+    record = json.loads((deployment["out"] / "metrics.json").read_text())
+    fed = record["federation"]
+    assert fed["sites"] == 3 and fed["rounds_done"] == 2
+    assert record["evaluation"].startswith("federated")  # the server holds no reports
+    assert [s["site"] for s in fed["per_site"]] == [0, 1, 2]
+    for k, (site, row) in enumerate(zip(SITES, fed["per_site"])):
+        # The site's training reports are exactly its own folder's train split.
+        own = load_mimic_cxr(deployment["tmp"] / "data" / site)
+        assert row["n_train"] == len(dataset_splits(own, val_fraction=0.1, test_fraction=0.15, seed=0)[0])
+        assert 0 < row["epsilon_spent"] <= TARGET_EPSILON
+        assert [p.name.startswith(f"ledger-{site}-") for p in (deployment["tmp"] / "state" / site).iterdir()] == [True]
+    assert record["privacy"]["epsilon_spent"] <= TARGET_EPSILON
+    assert [s["status"] for s in record["history"][0]["sites"]] == ["trained"] * 3
+
+
+def test_a_crashed_site_does_not_hang_the_run(deployment):
+    record = json.loads((deployment["out"] / "metrics.json").read_text())
+    round2 = record["history"][1]
+    assert sorted(s["status"] for s in round2["sites"]) == ["failed", "trained", "trained"] and round2["aggregated"]
+    assert [s["error_code"] for s in round2["sites"] if s["status"] == "failed"] == [5]  # NODE_UNAVAILABLE
+    assert deployment["nodes_after_run"][deployment["node_ids"][KILLED]] == "offline"
+    print(f"run finished {deployment['seconds'] - deployment['killed_at']:.0f} s after the crash; "
+          f"{deployment['seconds']:.0f} s from the SuperLink's start")
+
+
+def test_submit_exits_non_zero_with_one_line_when_the_run_fails(deployment, monkeypatch, capsys):
+    monkeypatch.setenv("FLWR_HOME", str(deployment["tmp"] / "operator"))
+    code = main(["submit", str(app_dir()), "pilot", "--quiet", "--timeout", "120", "--run-config",
+                 f"model.name='tiny' data.dataset='mimic-cxr' fl.min-sites=5 fl.wait-seconds=1 "
+                 f"run.out='{deployment['tmp'] / 'results' / 'failed'}'"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "finished:failed" in err and "fewer than fl.min-sites" in err
