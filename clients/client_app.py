@@ -19,7 +19,7 @@ from common.adapters import get_adapter_state, set_adapter_state
 from common.config import RunConfig
 from common.data import Site
 from common.metrics import compute_metrics
-from common.runtime import autocast_dtype, configure_threads, grad_sample_mode
+from common.runtime import autocast_dtype, configure_threads
 from common.training import predict_probs, train_local
 
 app = ClientApp()
@@ -39,8 +39,8 @@ def _setup(context: Context):
 def train(msg: Message, context: Context) -> Message:
     cfg, site, s, ledger_path = _setup(context)
     n_train = len(s.train)
-    ledger = restore_ledger(context.state, ledger_path) or plan_ledger(cfg, n_train)
-    steps = round_steps(cfg, n_train)
+    ledger = restore_ledger(context.state, ledger_path) or plan_ledger(cfg, n_train, s.batch_size)
+    steps = round_steps(cfg, n_train, s.batch_size)
     metrics = {R.NUM_EXAMPLES: n_train, R.SITE_INDEX: site.index, R.NOISE_MULTIPLIER: ledger.noise_multiplier,
                R.SAMPLE_RATE: ledger.sample_rate, R.TRAIN_LOSS: 0.0, R.TRAIN_SECONDS: 0.0}
     if not ledger.can_afford(steps):
@@ -50,9 +50,9 @@ def train(msg: Message, context: Context) -> Message:
     set_adapter_state(s.classifier.model, {k: v.numpy() for k, v in msg.content[R.ARRAYS].items()})
     global_round = int(msg.content[R.CONFIG].get(R.GLOBAL_ROUND, msg.content[R.CONFIG][R.SERVER_ROUND]))
     result = train_local(
-        s.classifier.model, s.data.dataset(s.train), ledger=ledger, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+        s.classifier.model, s.data.dataset(s.train), ledger=ledger, steps=steps, batch_size=s.batch_size,
         lr=cfg.lr, pad_id=s.classifier.pad_id, device=s.device, seed=cfg.seed * 100_003 + global_round * 101 + site.index,
-        grad_sample_mode=grad_sample_mode(cfg.grad_sample_mode), autocast_dtype=autocast_dtype(s.device))
+        grad_sample_mode=s.grad_sample_mode, autocast_dtype=autocast_dtype(s.device))
     store_ledger(context.state, ledger_path, ledger)
     metrics.update({R.DECLINED: 0.0, R.EPSILON_SPENT: _eps(ledger), R.STEPS: ledger.steps_taken,
                     R.TRAIN_LOSS: result.mean_loss, R.TRAIN_SECONDS: result.seconds})

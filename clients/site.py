@@ -20,8 +20,9 @@ import numpy as np
 
 from common.config import RunConfig
 from common.data import PreparedData, Site, site_data
+from common.guard import choose_grad_sample_mode
 from common.model import Classifier, build_classifier, load_tokenizer, lora_spec, resolve_device
-from common.privacy import PrivacyLedger, steps_per_epoch_for
+from common.privacy import PrivacyLedger, steps_for
 from common.records import LEDGER
 
 
@@ -33,6 +34,8 @@ class SiteSession:
     val: np.ndarray
     test: np.ndarray
     device: object
+    grad_sample_mode: str  # checked by the per-sample gradient guard for this model
+    batch_size: int  # this site's expected batch
 
 
 def session(cfg: RunConfig, site: Site) -> SiteSession:
@@ -45,18 +48,31 @@ def _session(cfg_json: str, site: Site) -> SiteSession:
     device = resolve_device(cfg.device)
     data, train, val, test = site_data(cfg, site, load_tokenizer(cfg.model))
     classifier = build_classifier(cfg.model, data.label_names, lora=lora_spec(cfg), device=device)
-    return SiteSession(classifier, data, train, val, test, device)
+    mode = choose_grad_sample_mode(classifier.model, cfg.grad_sample_mode) if cfg.private and cfg.dp_level == "sample" else "hooks"
+    return SiteSession(classifier, data, train, val, test, device, mode, site_batch_size(cfg, site, len(train), len(data.train)))
 
 
-def plan_ledger(cfg: RunConfig, n_train: int) -> PrivacyLedger:
-    """Noise for the whole run: rounds × local epochs at this site's sample rate, once."""
+def site_batch_size(cfg: RunConfig, site: Site, n_site: int, n_pool: int) -> int:
+    """Expected batch of one site. Default for a simulated site: the centralized sampling rate
+    (batch-size × its share of the pool), so a site takes as many steps per epoch as centralized
+    training and adds noise at the same σ; a hospital with its own data uses --batch-size."""
+    if cfg.site_batch_size > 0:
+        return cfg.site_batch_size
+    if site.data_path or n_pool <= 0:
+        return cfg.batch_size
+    return max(1, round(cfg.batch_size * n_site / n_pool))
+
+
+def round_steps(cfg: RunConfig, n_train: int, batch_size: int) -> int:
+    return steps_for(cfg.local_epochs, n_train, batch_size)
+
+
+def plan_ledger(cfg: RunConfig, n_train: int, batch_size: int) -> PrivacyLedger:
+    """Noise for the whole run, calibrated once: every round's local steps at this site's sample rate."""
     epsilon = cfg.epsilon if cfg.dp_level == "sample" else float("inf")  # client-level DP: noise at the server
-    return PrivacyLedger.plan(target_epsilon=epsilon, delta=cfg.delta, n_examples=n_train, batch_size=cfg.batch_size,
-                              epochs=cfg.rounds * cfg.local_epochs, max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant)
-
-
-def round_steps(cfg: RunConfig, n_train: int) -> int:
-    return cfg.local_epochs * steps_per_epoch_for(n_train, cfg.batch_size)
+    return PrivacyLedger.plan(target_epsilon=epsilon, delta=cfg.delta, n_examples=n_train, batch_size=batch_size,
+                              steps=cfg.rounds * round_steps(cfg, n_train, batch_size), max_grad_norm=cfg.max_grad_norm,
+                              accountant=cfg.accountant)
 
 
 def ledger_file(cfg: RunConfig, site: Site, state_dir: str) -> Path:

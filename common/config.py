@@ -58,7 +58,9 @@ class RunConfig:
                             choices=("iid", "dirichlet", "quantity", "site"))
     alpha: float = option(0.5, "fl.alpha", "Dirichlet concentration of the dirichlet/quantity partitions", federated=True)
     rounds: int = option(3, "fl.rounds", "federated rounds", federated=True)
-    local_epochs: int = option(1, "fl.local-epochs", "local epochs per round", federated=True)
+    local_epochs: float = option(1.0, "fl.local-epochs", "local epochs per round (fractions allowed)", federated=True)
+    site_batch_size: int = option(0, "fl.site-batch-size", "expected batch per site; 0: the centralized sampling rate "
+                                  "(simulation) or --batch-size (a site with its own data)", federated=True)
     dp_level: str = option("sample", "fl.dp-level", "sample: DP-SGD at each site; client: server-side clipping + noise of updates",
                            federated=True, choices=("sample", "client"))
     aggregation: str = option("fedavg", "fl.aggregation", "fedavg, or ffa (FFA-LoRA: A frozen, only B and head sent)",
@@ -87,6 +89,8 @@ class RunConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.site_batch_size < 0:
+            raise InputError("--site-batch-size must be 0 (automatic) or positive")
         if self.client_noise < 0 and self.client_noise != -1:
             raise InputError("--client-noise must be -1 (calibrate to --epsilon) or a noise multiplier >= 0")
         if not 0 <= self.label_noise < 0.5:

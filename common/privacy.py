@@ -92,17 +92,16 @@ class PrivacyLedger:
     history: list = field(default_factory=list)
 
     @classmethod
-    def plan(cls, *, target_epsilon: float, delta: float, n_examples: int, batch_size: int, epochs: int,
+    def plan(cls, *, target_epsilon: float, delta: float, n_examples: int, batch_size: int, steps: int,
              max_grad_norm: float, accountant: str = "prv") -> "PrivacyLedger":
-        """Calibrate σ once for `epochs` epochs over `n_examples` at expected batch `batch_size`.
+        """Calibrate σ once for all `steps` of the run over `n_examples` at expected batch `batch_size`.
 
-        Opacus' Poisson loader runs ceil(N / B) steps per epoch at q = 1 / ceil(N / B).
+        Opacus' Poisson loader samples at q = 1 / ceil(N / B) (ceil(N / B) steps make one epoch).
         """
         check_budget(epsilon=target_epsilon, delta=delta, n_examples=n_examples)
         if max_grad_norm <= 0:
             raise InputError("--max-grad-norm must be positive")
-        steps_per_epoch = steps_per_epoch_for(n_examples, batch_size)
-        q, steps = 1.0 / steps_per_epoch, steps_per_epoch * epochs
+        q = 1.0 / steps_per_epoch_for(n_examples, batch_size)
         sigma = 0.0 if math.isinf(target_epsilon) else calibrate_noise(
             target_epsilon=target_epsilon, delta=delta, sample_rate=q, steps=steps, accountant=accountant)
         return cls(target_epsilon, delta, accountant, max_grad_norm, sigma, q, steps)
@@ -152,6 +151,11 @@ class PrivacyLedger:
             "planned_steps": self.planned_steps, "accountant": self.accountant if self.private else None,
             "max_grad_norm": self.max_grad_norm if self.private else None, "history": [list(h) for h in self.history],
         }
+
+
+def steps_for(epochs: float, n_examples: int, batch_size: int) -> int:
+    """Optimizer steps of `epochs` (possibly fractional) passes over `n_examples` at batch `batch_size`."""
+    return max(1, round(epochs * steps_per_epoch_for(n_examples, batch_size)))
 
 
 def steps_per_epoch_for(n_examples: int, batch_size: int) -> int:

@@ -23,9 +23,3 @@ def autocast_dtype(device: torch.device):
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
-
-
-def grad_sample_mode(requested: str) -> str:
-    """`auto` picks hooks: it passes the per-sample gradient guard (tests/common/test_privacy_guard.py)
-    for BERT and ALBERT with LoRA, and it was the fastest mode measured (see `radfl bench`)."""
-    return "hooks" if requested == "auto" else requested

@@ -94,10 +94,10 @@ def train_step(model, batch, optimizer, criterion, device, *, micro_batch: int =
     return total
 
 
-def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, epochs: int, batch_size: int, lr: float,
+def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, steps: int, batch_size: int, lr: float,
                 pad_id: int, device: torch.device, seed: int, grad_sample_mode: str = "hooks",
                 micro_batch: int = 32, autocast_dtype=None, progress=None) -> TrainResult:
-    """Train the trainable parameters of `model` for `epochs` epochs on `dataset`.
+    """Train the trainable parameters of `model` for `steps` optimizer steps on `dataset`.
 
     Private when `ledger.private`: Opacus clips each example's gradient to `ledger.max_grad_norm`,
     adds N(0, σ²C²) noise, samples batches by Poisson sampling at `ledger.sample_rate`, and the
@@ -128,9 +128,9 @@ def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, epoc
             hooks, optimizer, criterion, loader = wrapped
         else:
             hooks, optimizer, loader = wrapped
-    started, steps, examples, losses = time.perf_counter(), 0, 0, []
+    started, planned, steps, examples, losses = time.perf_counter(), steps, 0, 0, []
     try:
-        for _ in range(epochs):
+        while steps < planned:  # whole epochs of the Poisson loader, cut where the step budget ends
             for batch in loader:
                 loss = train_step(model, batch, optimizer, criterion, device,
                                   micro_batch=0 if grad_sample_mode == "ghost" else micro_batch, autocast_dtype=autocast_dtype)
@@ -140,6 +140,8 @@ def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, epoc
                     losses.append(loss)
                 if progress is not None:
                     progress(len(batch[0]), loss)
+                if steps == planned:
+                    break
     finally:
         if hooks is not None:
             hooks.cleanup()  # removes the hooks and every per-sample attribute Opacus added

@@ -10,8 +10,9 @@ from common.data import load_reports, prepare
 from common.metrics import compute_metrics
 from common.model import build_classifier, lora_spec, resolve_device, save_classifier
 from common.partition import dataset_splits
-from common.privacy import PrivacyLedger
-from common.runtime import autocast_dtype, configure_threads, grad_sample_mode
+from common.privacy import PrivacyLedger, steps_for
+from common.guard import choose_grad_sample_mode
+from common.runtime import autocast_dtype, configure_threads
 from common.training import predict_probs, train_local
 from simulations.results import save_predictions, versions, write_record
 
@@ -24,15 +25,17 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True) -> dict:
     reports = load_reports(cfg)
     train_idx, _, _ = dataset_splits(reports, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
     # Plan the privacy budget before anything slow: an impossible ε or δ fails in a second.
+    steps = steps_for(cfg.epochs, len(train_idx), cfg.batch_size)
     ledger = PrivacyLedger.plan(target_epsilon=cfg.epsilon, delta=cfg.delta, n_examples=len(train_idx), batch_size=cfg.batch_size,
-                                epochs=cfg.epochs, max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant)
+                                steps=steps, max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant)
     classifier = build_classifier(cfg.model, reports.label_names, lora=lora_spec(cfg), device=device)
     data = prepare(cfg, classifier.tokenizer, reports)
     amp = autocast_dtype(device)
-    bar = _progress(cfg.epochs * len(data.train), show_progress)
+    mode = choose_grad_sample_mode(classifier.model, cfg.grad_sample_mode) if ledger.private else None
+    bar = _progress(steps * cfg.batch_size, show_progress)
     result = train_local(
-        classifier.model, data.dataset(data.train), ledger=ledger, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-        pad_id=classifier.pad_id, device=device, seed=cfg.seed, grad_sample_mode=grad_sample_mode(cfg.grad_sample_mode),
+        classifier.model, data.dataset(data.train), ledger=ledger, steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
+        pad_id=classifier.pad_id, device=device, seed=cfg.seed, grad_sample_mode=mode or "hooks",
         autocast_dtype=amp, progress=bar.step)
     bar.close()
     evaluated = {}
@@ -52,7 +55,7 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True) -> dict:
         "timing": {"train_seconds": result.seconds, "examples_per_second": result.examples / max(result.seconds, 1e-9),
                    "total_seconds": time.perf_counter() - started, "examples_seen": result.examples, "steps": result.steps},
         "runtime": {"device": str(device), "threads": threads, "autocast": str(amp) if amp else None,
-                    "grad_sample_mode": grad_sample_mode(cfg.grad_sample_mode) if ledger.private else None,
+                    "grad_sample_mode": mode,
                     "model_source": classifier.source, "versions": versions()},
         "train_loss": result.mean_loss,
     }

@@ -12,7 +12,6 @@ See docs/deployment.md for the whole pilot procedure.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import ipaddress
 import os
@@ -168,13 +167,14 @@ def submit(app: str, connection: str | None, run_config: list[str], *, federatio
             stop_tree(streamer, grace=5)
     logs = cli.logs(run_id) if (log_file or status != "finished:completed") else ""
     if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         Path(log_file).write_text(logs)
     if status == "finished:completed":
         print(f"run {run_id} finished:completed", flush=True)
         return run_id
-    reason = failure_reason(logs, cli.run_info(run_id).get("status-details", ""))
     if status == "timeout":
         raise RunFailed(f"run {run_id} did not finish within {timeout:.0f} s and was stopped")
+    reason = failure_reason(logs, cli.run_info(run_id).get("status-details", ""))
     if "InputError" in logs:
         raise InputError(f"run {run_id} ended {status}: {reason}")
     raise RunFailed(f"run {run_id} ended {status}: {reason}")

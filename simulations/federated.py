@@ -18,7 +18,8 @@ from common.config import RunConfig
 from common.data import load_reports
 from common.errors import InputError
 from common.partition import dataset_splits, partition_sites
-from common.privacy import PrivacyLedger
+from clients.site import plan_ledger, site_batch_size
+from common.data import Site
 from simulations.flower import BIN, FlowerCLI, RunFailed, app_dir, failure_reason, free_port, stop_tree
 
 
@@ -28,9 +29,7 @@ def preflight(cfg: RunConfig) -> None:
     train, _, _ = dataset_splits(reports, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
     for k, site in enumerate(partition_sites(reports, train, n_sites=cfg.sites, scheme=cfg.partition, alpha=cfg.alpha, seed=cfg.seed)):
         try:
-            PrivacyLedger.plan(target_epsilon=cfg.epsilon if cfg.dp_level == "sample" else float("inf"), delta=cfg.delta,
-                               n_examples=len(site), batch_size=cfg.batch_size, epochs=cfg.rounds * cfg.local_epochs,
-                               max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant)
+            plan_ledger(cfg, len(site), site_batch_size(cfg, Site(k, cfg.sites, f"site-{k}"), len(site), len(train)))
         except InputError as error:
             raise InputError(f"site {k} ({len(site)} training reports): {error}") from None
 

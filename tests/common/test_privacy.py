@@ -61,12 +61,12 @@ def test_impossible_budgets_are_input_errors(epsilon, delta, n, message):
 
 def test_non_private_budget_is_allowed():
     check_budget(epsilon=math.inf, delta=0.5, n_examples=10)
-    ledger = PrivacyLedger.plan(target_epsilon=math.inf, delta=1e-5, n_examples=100, batch_size=10, epochs=2, max_grad_norm=1.0)
+    ledger = PrivacyLedger.plan(target_epsilon=math.inf, delta=1e-5, n_examples=100, batch_size=10, steps=20, max_grad_norm=1.0)
     assert not ledger.private and ledger.noise_multiplier == 0 and ledger.summary()["epsilon_spent"] == "inf"
 
 
 def test_ledger_plans_the_whole_run_and_accumulates_without_passing_the_target():
-    ledger = PrivacyLedger.plan(target_epsilon=1.0, delta=1e-5, n_examples=1000, batch_size=50, epochs=4, max_grad_norm=1.0)
+    ledger = PrivacyLedger.plan(target_epsilon=1.0, delta=1e-5, n_examples=1000, batch_size=50, steps=80, max_grad_norm=1.0)
     assert ledger.sample_rate == pytest.approx(1 / 20) and ledger.planned_steps == 80
     spent = []
     for _ in range(4):  # four rounds of one local epoch
@@ -84,4 +84,4 @@ def test_ledger_plans_the_whole_run_and_accumulates_without_passing_the_target()
 
 def test_batch_size_larger_than_data_is_an_input_error():
     with pytest.raises(InputError, match="larger than the 10 training reports"):
-        PrivacyLedger.plan(target_epsilon=1.0, delta=1e-3, n_examples=10, batch_size=64, epochs=1, max_grad_norm=1.0)
+        PrivacyLedger.plan(target_epsilon=1.0, delta=1e-3, n_examples=10, batch_size=64, steps=1, max_grad_norm=1.0)

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from common.adapters import get_adapter_state
+from common.guard import choose_grad_sample_mode, per_sample_gradient_error
 from common.labels import MIMIC_CXR
 from common.model import build_classifier
 from common.privacy import PrivacyLedger
@@ -32,37 +33,31 @@ def _batch(n_labels, seed=0):
 @pytest.mark.parametrize("model_name", ["tiny", "tiny-albert"])
 @pytest.mark.parametrize("mode", ["hooks", "functorch"])
 def test_opacus_per_sample_gradients_equal_per_example_autograd(model_name, mode):
-    from opacus.grad_sample import GradSampleHooks
-
-    torch.manual_seed(0)
     model = build_classifier(model_name, MIMIC_CXR.labels).model
-    with torch.no_grad():  # LoRA B starts at zero; make every gradient non-trivial
-        for name, p in model.named_parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.1)
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    assert any(".lora_A." in n for n in trainable) and any(".lora_B." in n for n in trainable)
-    assert any("classifier" in n for n in trainable)
-    (input_ids, mask, targets), ids, _ = _batch(len(MIMIC_CXR))
-    criterion = MultiLabelLoss()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(".lora_A." in n for n in names) and any(".lora_B." in n for n in names) and any("classifier" in n for n in names)
+    assert per_sample_gradient_error(model, mode) < 1e-6
 
-    expected = {n: [] for n in trainable}
-    for i, example in enumerate(ids):  # one unpadded example at a time
-        model.zero_grad()
-        loss = criterion(model(input_ids=example[None], attention_mask=torch.ones(1, len(example), dtype=torch.long)).logits, targets[i : i + 1])
-        loss.backward()
-        for n, p in trainable.items():
-            expected[n].append(p.grad.detach().clone())
-    model.zero_grad()
 
-    hooks = GradSampleHooks(model, batch_first=True, loss_reduction="mean", force_functorch=mode == "functorch")
-    try:
-        criterion(model(input_ids=input_ids, attention_mask=mask).logits, targets).backward()
-        for n, p in trainable.items():
-            assert p.grad_sample is not None, n
-            torch.testing.assert_close(p.grad_sample, torch.stack(expected[n]), atol=1e-6, rtol=1e-4, msg=n)
-    finally:
-        hooks.cleanup()
+def test_the_guard_catches_cross_example_interference(monkeypatch):
+    """A loss that mixes examples (a batch-wide statistic) breaks per-example gradients: the guard must fail."""
+    import common.guard
+
+    class BatchCoupledLoss(MultiLabelLoss):
+        def forward(self, logits, targets):
+            return super().forward(logits - logits.mean(dim=0, keepdim=True), targets)
+
+    monkeypatch.setattr(common.guard, "MultiLabelLoss", BatchCoupledLoss)
+    model = build_classifier("tiny", MIMIC_CXR.labels).model
+    assert per_sample_gradient_error(model, "hooks") > 1e-3
+    with pytest.raises(RuntimeError, match="refusing to train under DP"):
+        choose_grad_sample_mode(model, "auto")
+
+
+def test_auto_mode_picks_the_fastest_mode_that_passes():
+    model = build_classifier("tiny", MIMIC_CXR.labels).model
+    assert choose_grad_sample_mode(model, "auto") == "hooks"
+    assert choose_grad_sample_mode(model, "ghost") == "ghost"  # an explicit choice is respected
 
 
 def _dp_setup(micro_chunks, seed=0):
@@ -106,8 +101,8 @@ def test_a_dp_step_changes_the_adapter_and_nothing_else(small_reports, tiny_clas
     adapter_before = get_adapter_state(model)
     ids = tiny_classifier.tokenizer(small_reports.texts[:200], truncation=True, max_length=64)["input_ids"]
     dataset = TokenizedReports([np.asarray(x) for x in ids], small_reports.labels[:200])
-    ledger = PrivacyLedger.plan(target_epsilon=1.0, delta=1e-3, n_examples=200, batch_size=50, epochs=1, max_grad_norm=1.0)
-    result = train_local(model, dataset, ledger=ledger, epochs=1, batch_size=50, lr=1e-2, pad_id=0, device=torch.device("cpu"), seed=0)
+    ledger = PrivacyLedger.plan(target_epsilon=1.0, delta=1e-3, n_examples=200, batch_size=50, steps=4, max_grad_norm=1.0)
+    result = train_local(model, dataset, ledger=ledger, steps=4, batch_size=50, lr=1e-2, pad_id=0, device=torch.device("cpu"), seed=0)
     assert result.steps == 4 and ledger.steps_taken == 4 and 0 < ledger.spent() <= 1.0
     after = get_adapter_state(model)
     for name in adapter_before:  # every LoRA A, B and head array moved

@@ -5,8 +5,9 @@ three `flower-supernode` processes, each pointed at its own MIMIC-CXR-layout fol
 `--node-config`, run one 2-round DP-LoRA run with the tiny model, submitted with `radfl submit`.
 While it starts, a SuperNode whose key was never registered tries to join and is refused. After
 round 1, one hospital's SuperNode is killed (SIGKILL, like a crash): the run still completes,
-because Flower reports the lost node after its ~60 s heartbeat window and fl.min-sites = 1. One run
-serves all three checks, which keeps the module near two minutes on 2 CPU cores.
+because Flower reports the lost node after its ~60 s heartbeat window and fl.min-sites = 1. In that
+wait, a second `radfl submit` whose run cannot start must exit 1 with a one-line reason. One run
+serves all the checks, which keeps the module near two minutes on 2 CPU cores.
 Every process started here is stopped, also when a check fails.
 """
 
@@ -57,6 +58,14 @@ def crash(process: subprocess.Popen) -> None:
     process.wait(timeout=10)
 
 
+def rounds_done(out: Path) -> int:
+    """The ServerApp's progress.json, which it rewrites after each round (maybe mid-write now)."""
+    try:
+        return int(json.loads((out / "progress.json").read_text())["round"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def supernode_args(port: int, creds: Path, key: Path, node_config: str, local_port: int) -> list[str]:
     return [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{port}", "--root-certificates", str(creds / "ca.crt"),
             "--auth-supernode-private-key", str(key), "--node-config", node_config, "--port", str(local_port)]
@@ -81,7 +90,7 @@ def deployment(tmp_path_factory):
                                           f'address = "127.0.0.1:{port}"\nroot-certificates = "{creds / "ca.crt"}"\n')
     cli = FlowerCLI(operator, "pilot")
     processes: dict[str, subprocess.Popen] = {}
-    found: dict = {"tmp": tmp, "cli": cli, "out": tmp / "results" / "run"}
+    found: dict = {"tmp": tmp, "out": tmp / "results" / "run"}
     started = time.monotonic()
     try:
         processes["superlink"] = start(
@@ -113,10 +122,20 @@ def deployment(tmp_path_factory):
         found["nodes_during_run"] = cli.supernodes()
 
         # Round 1 done (the ServerApp writes progress.json after each round): one hospital crashes.
-        progress = found["out"] / "progress.json"
-        wait_until(lambda: progress.is_file() and json.loads(progress.read_text())["round"] >= 1, 240, "round 1")
+        wait_until(lambda: rounds_done(found["out"]) >= 1 or processes["submit"].poll() is not None, 240, "round 1")
+        assert rounds_done(found["out"]) >= 1, (tmp / "submit.log").read_text()[-3000:]
         crash(processes[KILLED])
         found["killed_at"] = time.monotonic() - started
+
+        # While the SuperLink waits out the crashed site's heartbeat, a run that cannot start fails.
+        failing = (f"model.name='tiny' data.dataset='mimic-cxr' fl.min-sites=5 fl.wait-seconds=1 "
+                   f"run.out='{tmp / 'results' / 'failed'}'")
+        with open(tmp / "failed.err", "w") as err:
+            processes["failing"] = subprocess.Popen(
+                [str(BIN / "radfl"), "submit", str(app_dir()), "pilot", "--quiet", "--timeout", "120", "--run-config", failing],
+                env=flower_env(operator), stdout=subprocess.DEVNULL, stderr=err, cwd=tmp, start_new_session=True)
+        found["failed_rc"] = processes["failing"].wait(timeout=150)
+        found["failed_err"] = (tmp / "failed.err").read_text().strip()
         found["submit_rc"] = processes["submit"].wait(timeout=300)
         found["seconds"] = time.monotonic() - started
         found["nodes_after_run"] = cli.supernodes()
@@ -144,7 +163,7 @@ def test_each_site_trains_on_its_own_folder_within_its_budget(deployment):
     assert fed["sites"] == 3 and fed["rounds_done"] == 2
     assert record["evaluation"].startswith("federated")  # the server holds no reports
     assert [s["site"] for s in fed["per_site"]] == [0, 1, 2]
-    for k, (site, row) in enumerate(zip(SITES, fed["per_site"])):
+    for site, row in zip(SITES, fed["per_site"]):
         # The site's training reports are exactly its own folder's train split.
         own = load_mimic_cxr(deployment["tmp"] / "data" / site)
         assert row["n_train"] == len(dataset_splits(own, val_fraction=0.1, test_fraction=0.15, seed=0)[0])
@@ -164,11 +183,7 @@ def test_a_crashed_site_does_not_hang_the_run(deployment):
           f"{deployment['seconds']:.0f} s from the SuperLink's start")
 
 
-def test_submit_exits_non_zero_with_one_line_when_the_run_fails(deployment, monkeypatch, capsys):
-    monkeypatch.setenv("FLWR_HOME", str(deployment["tmp"] / "operator"))
-    code = main(["submit", str(app_dir()), "pilot", "--quiet", "--timeout", "120", "--run-config",
-                 f"model.name='tiny' data.dataset='mimic-cxr' fl.min-sites=5 fl.wait-seconds=1 "
-                 f"run.out='{deployment['tmp'] / 'results' / 'failed'}'"])
-    err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1
+def test_submit_exits_non_zero_with_one_line_when_the_run_fails(deployment):
+    err = deployment["failed_err"]
+    assert deployment["failed_rc"] == 1 and len(err.splitlines()) == 1 and err.startswith("radfl: error: run ")
     assert "finished:failed" in err and "fewer than fl.min-sites" in err
