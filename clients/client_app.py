@@ -51,7 +51,7 @@ def train(msg: Message, context: Context) -> Message:
     global_round = int(msg.content[R.CONFIG].get(R.GLOBAL_ROUND, msg.content[R.CONFIG][R.SERVER_ROUND]))
     result = train_local(
         s.classifier.model, s.data.dataset(s.train), ledger=ledger, steps=steps, batch_size=s.batch_size,
-        lr=cfg.lr, pad_id=s.classifier.pad_id, device=s.device, seed=cfg.seed * 100_003 + global_round * 101 + site.index,
+        lr=cfg.lr, optimizer=cfg.optimizer, pad_id=s.classifier.pad_id, device=s.device, seed=cfg.seed * 100_003 + global_round * 101 + site.index,
         grad_sample_mode=s.grad_sample_mode, autocast_dtype=autocast_dtype(s.device))
     store_ledger(context.state, ledger_path, ledger)
     metrics.update({R.DECLINED: 0.0, R.EPSILON_SPENT: _eps(ledger), R.STEPS: ledger.steps_taken,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import RunConfig
-from common.data import PreparedData, Site, site_data
+from common.data import PreparedData, Site, prepare, site_data
 from common.guard import choose_grad_sample_mode
 from common.model import Classifier, build_classifier, load_tokenizer, lora_spec, resolve_device
 from common.privacy import PrivacyLedger, steps_for
@@ -46,10 +46,24 @@ def session(cfg: RunConfig, site: Site) -> SiteSession:
 def _session(cfg_json: str, site: Site) -> SiteSession:
     cfg = RunConfig.from_flower(json.loads(cfg_json))
     device = resolve_device(cfg.device)
-    data, train, val, test = site_data(cfg, site, load_tokenizer(cfg.model))
+    data, train, val, test = site_data(cfg, site, load_tokenizer(cfg.model), None if site.data_path else _pool(cfg_json))
     classifier = build_classifier(cfg.model, data.label_names, lora=lora_spec(cfg), device=device)
-    mode = choose_grad_sample_mode(classifier.model, cfg.grad_sample_mode) if cfg.private and cfg.dp_level == "sample" else "hooks"
+    mode = _grad_sample_mode(cfg_json) if cfg.private and cfg.dp_level == "sample" else "hooks"
     return SiteSession(classifier, data, train, val, test, device, mode, site_batch_size(cfg, site, len(train), len(data.train)))
+
+
+@functools.lru_cache(maxsize=2)
+def _pool(cfg_json: str) -> PreparedData:
+    """The shared data set of a simulation, built once per process for all the sites it hosts."""
+    cfg = RunConfig.from_flower(json.loads(cfg_json))
+    return prepare(cfg, load_tokenizer(cfg.model))
+
+
+@functools.lru_cache(maxsize=2)
+def _grad_sample_mode(cfg_json: str) -> str:
+    """The guard's choice for this model, checked once per process (every site builds the same model)."""
+    cfg = RunConfig.from_flower(json.loads(cfg_json))
+    return choose_grad_sample_mode(build_classifier(cfg.model, ("probe",), lora=lora_spec(cfg)).model, cfg.grad_sample_mode)
 
 
 def site_batch_size(cfg: RunConfig, site: Site, n_site: int, n_pool: int) -> int:

@@ -29,7 +29,7 @@ class RunConfig:
     label_columns: str = option("", "data.label-columns", "comma-separated label columns of a csv/jsonl file (default: all others)")
     uncertainty: str = option("ones", "data.uncertainty", "policy for uncertain (-1) labels", choices=("ones", "zeros", "ignore"))
     labeler: str = option("chexpert", "data.labeler", "MIMIC-CXR label file", choices=("chexpert", "negbio"))
-    synthetic_reports: int = option(2500, "data.synthetic-reports", "number of synthetic reports (hospital scale: a few thousand)")
+    synthetic_reports: int = option(12000, "data.synthetic-reports", "number of synthetic reports: 3 hospitals' worth; DP's utility grows with N")
     label_noise: float = option(0.03, "data.label-noise", "synthetic labeler error rate on mentioned findings")
     val_fraction: float = option(0.1, "data.val-fraction", "patients held out for validation (when no official split)")
     test_fraction: float = option(0.15, "data.test-fraction", "patients held out for testing (when no official split)")
@@ -41,30 +41,32 @@ class RunConfig:
     lora_dropout: float = option(0.0, "lora.dropout", "LoRA dropout; DP noise already regularizes")
     lora_targets: str = option("query,value", "lora.targets", "comma-separated module names that get LoRA")
     # training
-    epochs: int = option(3, "train.epochs", "epochs over the training reports (federated: local epochs per round)")
-    batch_size: int = option(64, "train.batch-size", "expected batch size; DP wants large batches (less noise per example)")
-    lr: float = option(3e-3, "train.lr", "Adam learning rate; LoRA tolerates high rates")
+    epochs: float = option(1.0, "train.epochs", "passes over the training reports; under DP, more reports beat more epochs")
+    batch_size: int = option(256, "train.batch-size", "expected (Poisson) batch; large batches put less noise on each example")
+    optimizer: str = option("sgd", "train.optimizer", "sgd (plain) or adam", choices=("sgd", "adam"))
+    lr: float = option(20.0, "train.lr", "learning rate; SGD's is large because DP clips each gradient to norm 0.1")
     seed: int = option(0, "train.seed", "seed of data split, initialization and sampling")
     device: str = option("auto", "train.device", "auto takes CUDA when present", choices=("auto", "cpu", "cuda"))
     grad_sample_mode: str = option("auto", "train.grad-sample-mode", "Opacus per-sample gradients", choices=("auto", "hooks", "functorch", "ghost"))
     # privacy
     epsilon: float = option(1.0, "dp.target-epsilon", "target epsilon per site; inf trains without DP")
     delta: float = option(1e-5, "dp.delta", "target delta; must be below 1/N")
-    max_grad_norm: float = option(1.0, "dp.max-grad-norm", "per-example clipping norm C")
+    max_grad_norm: float = option(0.1, "dp.max-grad-norm", "per-example clipping norm C, below the typical gradient norm (~0.27)")
     accountant: str = option("prv", "dp.accountant", "privacy accountant (prv is tighter; rdp cannot reach small epsilon)", choices=("prv", "rdp"))
     # federation
     sites: int = option(3, "fl.sites", "number of hospitals", federated=True)
     partition: str = option("iid", "fl.partition", "how reports are split across sites", federated=True,
                             choices=("iid", "dirichlet", "quantity", "site"))
     alpha: float = option(0.5, "fl.alpha", "Dirichlet concentration of the dirichlet/quantity partitions", federated=True)
-    rounds: int = option(3, "fl.rounds", "federated rounds", federated=True)
-    local_epochs: float = option(1.0, "fl.local-epochs", "local epochs per round (fractions allowed)", federated=True)
+    rounds: int = option(6, "fl.rounds", "federated rounds; more, shorter rounds let the sites drift apart less", federated=True)
+    local_epochs: float = option(1 / 6, "fl.local-epochs", "local epochs per round (fractions allowed): rounds x this = the "
+                                 "epochs of centralized training", federated=True)
     site_batch_size: int = option(0, "fl.site-batch-size", "expected batch per site; 0: the centralized sampling rate "
                                   "(simulation) or --batch-size (a site with its own data)", federated=True)
     dp_level: str = option("sample", "fl.dp-level", "sample: DP-SGD at each site; client: server-side clipping + noise of updates",
                            federated=True, choices=("sample", "client"))
-    aggregation: str = option("fedavg", "fl.aggregation", "fedavg, or ffa (FFA-LoRA: A frozen, only B and head sent)",
-                              federated=True, choices=("fedavg", "ffa"))
+    aggregation: str = option("ffa", "fl.aggregation", "ffa (FFA-LoRA: A frozen at its shared seeded init, only B and the "
+                              "head trained and sent) or fedavg (all LoRA arrays)", federated=True, choices=("ffa", "fedavg"))
     client_noise: float = option(-1.0, "fl.client-noise", "client-level DP noise multiplier (dp-level client); -1: calibrated to --epsilon", federated=True)
     client_clip: float = option(1.0, "fl.client-clip", "client-level DP clipping norm of an update (dp-level client)", federated=True)
     min_sites: int = option(1, "fl.min-sites", "fewest replies a round needs to update the global adapter", federated=True)

@@ -88,24 +88,27 @@ class Site:
     def from_node_config(cls, node_config: dict) -> "Site":
         """Flower node config → Site. Simulation gives partition-id/num-partitions; a hospital's
         SuperNode gives data-path, data-format and site-name (and nothing about patients)."""
-        index = int(node_config.get("partition-id", 0))
-        count = int(node_config.get("num-partitions", 1))
         path = str(node_config.get("data-path", ""))
         fmt = str(node_config.get("data-format", ""))
         if path and fmt not in ("mimic-cxr", "ct-rate", "csv"):
             raise InputError(f"node config data-format {fmt!r} must be mimic-cxr, ct-rate or csv")
+        if path and "partition-id" not in node_config:
+            # The server tells sites apart by this number in their replies (per-site ε, history).
+            raise InputError("node config needs a distinct partition-id per site (0, 1, 2, ...) beside data-path")
+        index = int(node_config.get("partition-id", 0))
+        count = int(node_config.get("num-partitions", 1))
         return cls(index, count, str(node_config.get("site-name", f"site-{index}")), path, fmt)
 
 
-def site_data(cfg: RunConfig, site: Site, tokenizer) -> tuple[PreparedData, np.ndarray, np.ndarray, np.ndarray]:
+def site_data(cfg: RunConfig, site: Site, tokenizer, pool: PreparedData | None = None):
     """This site's data and its (train, val, test) report indices.
 
     A site with its own files splits them by patient; a simulated site takes its partition of
-    each split of the shared data set (see `PreparedData.site_splits`).
+    each split of the shared data set `pool` (see `PreparedData.site_splits`).
     """
     if site.data_path:
         data = prepare(cfg.replace(dataset=site.data_format, data=site.data_path), tokenizer)
         return data, data.train, data.val, data.test
-    data = prepare(cfg, tokenizer)
+    data = pool or prepare(cfg, tokenizer)
     train, val, test = data.site_splits(cfg.replace(sites=site.count))[site.index]
     return data, train, val, test

@@ -36,6 +36,7 @@ class LoraSpec:
     alpha: int = 16  # scaling alpha/rank = 2, PEFT's usual choice
     dropout: float = 0.0  # dropout noise on top of DP noise only slows convergence
     target_modules: tuple[str, ...] = ("query", "value")  # attention projections (BERT and ALBERT names)
+    layers: tuple[int, ...] = ()  # encoder layers that get LoRA; () = all
     head_bias_prior: float = 0.1  # the head starts predicting a 10% positive rate (public prior, no data)
     frozen_a: bool = False  # FFA-LoRA: A stays at its seeded initialization, only B and the head train
     init_seed: int = 0  # same seed on every site: identical A matrices, required by FFA-LoRA
@@ -139,6 +140,7 @@ def load_encoder(name: str):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # unused-weights notices (the pretraining heads) are expected
+    hf_logging.disable_progress_bar()
     target = PRESETS.get(name, name)
     if target.startswith("random:"):
         tokenizer = AutoTokenizer.from_pretrained(bundled_minilm_path(verify=False))  # any BERT vocabulary will do
@@ -183,7 +185,7 @@ def build_classifier(name: str, label_names, *, lora: LoraSpec = LoraSpec(), dev
     if missing:
         raise InputError(f"LoRA target module(s) {', '.join(missing)} not found in {name}; check --lora-targets")
     config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
-                        modules_to_save=["classifier"])
+                        modules_to_save=["classifier"], layers_to_transform=list(lora.layers) or None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(lora.init_seed)
         base = MeanPoolClassifier(encoder, len(label_names))

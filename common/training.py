@@ -41,6 +41,21 @@ class MultiLabelLoss(torch.nn.Module):
         return per_example.sum() if self.reduction == "sum" else per_example.mean()
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """Plain SGD by default. Under DP, Adam divides each coordinate by its noise level, so a site
+    with a smaller batch (more noise per step) moves less along the shared signal, and FedAvg of
+    such updates underfits; SGD's update is signal + noise, which averaging across sites keeps.
+    No momentum: its state would restart every round at a site and lag behind the global model."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -96,7 +111,7 @@ def train_step(model, batch, optimizer, criterion, device, *, micro_batch: int =
 
 def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, steps: int, batch_size: int, lr: float,
                 pad_id: int, device: torch.device, seed: int, grad_sample_mode: str = "hooks",
-                micro_batch: int = 32, autocast_dtype=None, progress=None) -> TrainResult:
+                optimizer: str = "sgd", micro_batch: int = 16, autocast_dtype=None, progress=None) -> TrainResult:
     """Train the trainable parameters of `model` for `steps` optimizer steps on `dataset`.
 
     Private when `ledger.private`: Opacus clips each example's gradient to `ledger.max_grad_norm`,
@@ -107,7 +122,7 @@ def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, step
     """
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = make_optimizer(optimizer, params, lr)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=make_collate(pad_id))
     criterion = MultiLabelLoss()
     engine = hooks = None

@@ -28,6 +28,9 @@ from common.training import predict_probs
 from simulations.results import save_predictions, versions, write_record
 
 
+MONITOR_REPORTS = 512  # test reports that monitor the rounds before the last
+
+
 def label_names_for(cfg: RunConfig) -> tuple[str, ...]:
     if cfg.dataset in ("synthetic-mimic", "mimic-cxr"):
         return MIMIC_CXR.labels
@@ -112,26 +115,31 @@ class FederationRun:
     # ---- per round
 
     def evaluate(self, global_round: int, arrays: dict[str, np.ndarray]) -> dict | None:
+        if global_round == 0:
+            return None  # the initial adapter predicts the prior for every label: nothing to learn from it
         set_adapter_state(self.classifier.model, arrays)
-        metrics = None
+        metrics, final = None, global_round >= self.cfg.rounds
         if self.eval_data is not None:
-            test = self.eval_data.test
+            # Rounds before the last are monitored on a fixed subset of the test split: evaluating
+            # every test report every round would cost as much as a fifth of the training.
+            test = self.eval_data.test if final else self.eval_data.test[:MONITOR_REPORTS]
             probs = predict_probs(self.classifier.model, self.eval_data.dataset(test), pad_id=self.classifier.pad_id,
                                   device=self.device, autocast_dtype=autocast_dtype(self.device))
             metrics = compute_metrics(self.eval_data.reports.labels[test], probs, self.labels)
-            self.last_probs = probs
-        if global_round > 0:
-            entry = self._entry(global_round)
-            entry["global"] = metrics
-            self._checkpoint(global_round)
-            (self.out / "progress.json").write_text(json.dumps({"round": global_round, "rounds": self.cfg.rounds, "history": self.history}))
-        else:
-            self.initial_metrics = metrics
+            if final:
+                self.last_probs = probs
+        entry = self._entry(global_round)
+        entry["global"] = metrics
+        entry["evaluated_at_seconds"] = time.perf_counter() - self.started
+        self._checkpoint(global_round)
+        progress = self.out / "progress.json.tmp"
+        progress.write_text(json.dumps({"round": global_round, "rounds": self.cfg.rounds, "history": self.history}))
+        progress.replace(self.out / "progress.json")  # a reader never sees half a file
         return metrics
 
     def record_train(self, global_round: int, rows: list[dict], aggregated: bool) -> None:
         entry = self._entry(global_round)
-        entry.update({"sites": rows, "aggregated": aggregated,
+        entry.update({"sites": rows, "aggregated": aggregated, "trained_at_seconds": time.perf_counter() - self.started,
                       "note": None if aggregated else f"too few usable replies (< {self.cfg.min_sites}): global adapter unchanged"})
 
     def record_evaluate(self, global_round: int, rows: list[dict]) -> None:
@@ -192,9 +200,11 @@ class FederationRun:
                 "bytes_down_per_round": state_bytes(adapter), "full_model_bytes": full_model_bytes(self.classifier.model),
                 "failed_replies": sum(1 for h in self.history for s in h.get("sites", []) if s.get("status") == "failed"),
             },
-            "history": [{"round": h["round"], "weighted_f1": (h.get("global") or {}).get("weighted_f1"),
+            "history": [{"round": h["round"], "test_reports": (h.get("global") or {}).get("n_examples"),
+                         "weighted_f1": (h.get("global") or {}).get("weighted_f1"),
                          "micro_f1": (h.get("global") or {}).get("micro_f1"), "macro_f1": (h.get("global") or {}).get("macro_f1"),
                          "aggregated": h.get("aggregated"), "note": h.get("note"),
+                         "trained_at_seconds": h.get("trained_at_seconds"), "evaluated_at_seconds": h.get("evaluated_at_seconds"),
                          "sites": [{k: v for k, v in s.items()} for s in h.get("sites", [])],
                          "site_evaluation": h.get("site_evaluation")} for h in self.history],
             "runtime": {"device": str(self.device), "versions": versions(), "model_source": self.classifier.source},

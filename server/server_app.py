@@ -50,6 +50,8 @@ def main(grid: Grid, context: Context) -> None:
     strategy = AdapterFedAvg(
         round_offset=run.done_rounds, min_replies=cfg.min_sites, on_train_round=run.record_train,
         on_evaluate_round=run.record_evaluate,
+        # With a server-held test split the sites evaluate once, at the end; without one, every round.
+        site_evaluation_rounds=None if run.eval_data is None else {run.remaining_rounds},
         fraction_train=1.0, fraction_evaluate=1.0,
         # Sample every connected site each round, but never wait for a lost one: a site that
         # drops out is skipped instead of blocking the round.
@@ -72,4 +74,7 @@ def main(grid: Grid, context: Context) -> None:
             grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in run.initial_arrays().items()}),
             num_rounds=run.remaining_rounds, train_config=ConfigRecord({"local-epochs": cfg.local_epochs}),
             evaluate_fn=evaluate)
-    run.finish(sites)
+    record = run.finish(sites)
+    if run.remaining_rounds and record["federation"]["rounds_done"] == 0:
+        # Recorded in metrics.json; failing the run makes `flwr list` (and `radfl submit`) say so.
+        raise RuntimeError("no round updated the global adapter: every site failed or declined (see metrics.json history)")

@@ -13,18 +13,26 @@ from common import records as R
 
 
 class AdapterFedAvg(FedAvg):
-    def __init__(self, *, round_offset: int = 0, min_replies: int = 1, on_train_round=None, on_evaluate_round=None, **kwargs):
+    def __init__(self, *, round_offset: int = 0, min_replies: int = 1, on_train_round=None, on_evaluate_round=None,
+                 site_evaluation_rounds=None, **kwargs):
         super().__init__(weighted_by_key=R.NUM_EXAMPLES, arrayrecord_key=R.ARRAYS, configrecord_key=R.CONFIG, **kwargs)
         self.round_offset = round_offset  # rounds finished before a resume
         self.min_replies = min_replies
         self.on_train_round = on_train_round  # callback(global_round, rows, aggregated: bool)
         self.on_evaluate_round = on_evaluate_round  # callback(global_round, rows)
+        # Server rounds in which the sites evaluate on their own test splits (None: every round).
+        self.site_evaluation_rounds = site_evaluation_rounds
         self.train_rows: dict[int, list[dict]] = {}
         self.evaluate_rows: dict[int, list[dict]] = {}
 
     def configure_train(self, server_round, arrays, config, grid):
         config[R.GLOBAL_ROUND] = server_round + self.round_offset
         return super().configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        if self.site_evaluation_rounds is not None and server_round not in self.site_evaluation_rounds:
+            return []
+        return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round, replies):
         replies = list(replies)

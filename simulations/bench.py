@@ -120,14 +120,14 @@ def federation_overhead(model_name: str, *, reports: int, device: str, folder: P
     from simulations.centralized import run_centralized
     from simulations.federated import run_federated
 
-    base = RunConfig(model=model_name, synthetic_reports=reports, epochs=2, rounds=2, local_epochs=1, sites=3, device=device)
+    base = RunConfig(model=model_name, synthetic_reports=reports, sites=3, device=device)  # rounds x local epochs = epochs
     started = time.perf_counter()
     central = run_centralized(base.replace(out=str(folder / "centralized")), show_progress=False)
     central_wall = time.perf_counter() - started
     started = time.perf_counter()
     federated = run_federated(base.replace(out=str(folder / "federated")), show_progress=False)
     federated_wall = time.perf_counter() - started
-    return {"reports": reports, "epochs": 2, "rounds": 2, "local_epochs": 1, "sites": 3,
+    return {"reports": reports, "epochs": base.epochs, "rounds": base.rounds, "local_epochs": base.local_epochs, "sites": 3,
             "centralized_wall_seconds": central_wall, "federated_wall_seconds": federated_wall,
             "federated_over_centralized": federated_wall / central_wall,
             "centralized_weighted_f1": central["metrics"]["weighted_f1"], "federated_weighted_f1": federated["metrics"]["weighted_f1"],
@@ -155,7 +155,7 @@ def bench_command(args) -> int:
         "inference": inference_throughput(args.model, data, device),
     }
     if not args.skip_federation:
-        result["federation"] = federation_overhead(args.model, reports=1200 if args.quick else 6000, device=args.device,
+        result["federation"] = federation_overhead(args.model, reports=3000 if args.quick else RunConfig().synthetic_reports, device=args.device,
                                                    folder=out.parent / f"{out.stem}-runs")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -34,7 +34,7 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True) -> dict:
     mode = choose_grad_sample_mode(classifier.model, cfg.grad_sample_mode) if ledger.private else None
     bar = _progress(steps * cfg.batch_size, show_progress)
     result = train_local(
-        classifier.model, data.dataset(data.train), ledger=ledger, steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
+        classifier.model, data.dataset(data.train), ledger=ledger, steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
         pad_id=classifier.pad_id, device=device, seed=cfg.seed, grad_sample_mode=mode or "hooks",
         autocast_dtype=amp, progress=bar.step)
     bar.close()

@@ -15,6 +15,13 @@ from common.config import RunConfig, config_fields
 from common.errors import InputError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Known, understood notices that would bury the output: Opacus' secure-RNG reminder (see README,
+# "Privacy"), and torch's note that frozen inputs fire full backward hooks (the LoRA layers'
+# inputs are frozen activations by design).
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message="Secure RNG turned off")
+warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
 
 def _add_config_options(parser: argparse.ArgumentParser, *, federated: bool, defaults: dict | None = None) -> None:

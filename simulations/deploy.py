@@ -139,7 +139,7 @@ def flwr_home() -> Path:
 
 
 def submit(app: str, connection: str | None, run_config: list[str], *, federation_config: str | None = None,
-           timeout: float = 0, poll: float = 3.0, stream: bool = True, log_file: str | None = None) -> int:
+           timeout: float = 0, poll: float = 10.0, stream: bool = True, log_file: str | None = None) -> int:
     """`flwr run`, then follow the run to its end; return its id if it ended `finished:completed`.
 
     Raises RunFailed (or InputError, when the ServerApp rejected its input) with a one-line reason
@@ -215,7 +215,7 @@ def add_deploy_arguments(subparsers) -> None:
                      help="as for flwr run: 'key=value ...' or a TOML file (repeatable)")
     run.add_argument("--federation-config", default=None, help="as for flwr run")
     run.add_argument("--timeout", type=float, default=0, help="stop the run after this many seconds (default: 0, no limit)")
-    run.add_argument("--poll", type=float, default=3.0, help="seconds between status checks (default: 3)")
+    run.add_argument("--poll", type=float, default=10.0, help="seconds between status checks (default: 10)")
     run.add_argument("--log", default=None, help="also write the run's whole log to this file")
     run.add_argument("--quiet", action="store_true", help="do not stream the run's log")
     run.set_defaults(func=cmd_submit)

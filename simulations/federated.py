@@ -66,7 +66,7 @@ def run_federated(cfg: RunConfig, *, show_progress: bool = True, timeout: float 
     try:
         cli.wait_ready()
         run_id = cli.submit(app_dir(), cfg.to_flower(), f"num-supernodes={cfg.sites} {client_resources(cfg.device)}")
-        status = cli.wait(run_id, timeout=timeout, on_poll=progress.update)
+        status = cli.wait(run_id, timeout=timeout, on_poll=progress.update)  # update() is True once metrics.json is written
         logs = cli.logs(run_id)
         log_path.write_text(logs)
     finally:
@@ -88,22 +88,26 @@ class _Progress:
 
     def __init__(self, path: Path, rounds: int, enabled: bool):
         self.path, self.rounds, self.enabled, self.seen = path, rounds, enabled, 0
-        self.started = time.monotonic()
+        self.started, self.wall_started = time.monotonic(), time.time()
+        self.metrics = path.parent / "metrics.json"
         if path.is_file():
             path.unlink()
 
-    def update(self) -> None:
+    def update(self) -> bool:
+        """Print new rounds; True once this run's metrics.json exists (the run is about to end)."""
+        finished = self.metrics.is_file() and self.metrics.stat().st_mtime >= self.wall_started
         if not self.enabled or not self.path.is_file():
-            return
+            return finished
         try:
             history = json.loads(self.path.read_text())["history"]
         except (ValueError, KeyError):
-            return
+            return finished
         for entry in history:
             if entry["round"] > self.seen and "global" in entry:
                 self.seen = entry["round"]
                 f1 = (entry.get("global") or {}).get("weighted_f1")
                 eps = [s.get("epsilon-spent") for s in entry.get("sites", []) if s.get("status") != "failed"]
                 print(f"round {entry['round']}/{self.rounds}: global weighted F1 "
-                      f"{'n/a' if f1 is None else f'{f1:.4f}'}, max site epsilon {max(eps) if eps else 'n/a'}, "
+                      f"{'n/a' if f1 is None else f'{f1:.4f}'}, max site epsilon {f'{max(eps):.3f}' if eps else 'n/a'}, "
                       f"{time.monotonic() - self.started:.0f} s", flush=True)
+        return finished

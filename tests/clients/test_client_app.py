@@ -16,7 +16,7 @@ from tests.flower_helpers import array_record, context, evaluate_message, train_
 
 def _cfg(tmp_path, **changes):
     base = dict(model="tiny", synthetic_reports=300, batch_size=16, delta=1e-3, rounds=3, local_epochs=1, epsilon=2.0,
-                out=str(tmp_path / "run"))
+                aggregation="fedavg", out=str(tmp_path / "run"))
     return RunConfig(**{**base, **changes})
 
 

@@ -107,7 +107,7 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     extra, message = BAD_INPUTS[case]
     out = tmp_path / "out"
-    args = ["train", "--model", "tiny", "--synthetic-reports", "100", "--quiet", "--out", str(out)]
+    args = ["train", "--model", "tiny", "--synthetic-reports", "100", "--batch-size", "16", "--quiet", "--out", str(out)]
     code, err = _bad(args + extra(tmp_path), capsys)
     assert code == 2 and message in err and len(err.splitlines()) == 1 and err.startswith("radfl: error:")
     assert not out.exists()  # nothing was written

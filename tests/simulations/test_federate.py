@@ -12,9 +12,11 @@ ARGS = ["federate", "--model", "tiny", "--synthetic-reports", "300", "--rounds",
 
 
 def _flower_processes() -> set[str]:
-    out = subprocess.run(["pgrep", "-f", "flower-superlink|flower-superexec|flwr-simulation|raylet|gcs_server"],
-                         capture_output=True, text=True).stdout
-    return set(out.split())
+    """Running (not zombie) Flower and Ray processes."""
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    names = ("flower-superlink", "flower-superexec", "flwr-simulation", "raylet", "gcs_server")
+    return {line.split()[0] for line in out.splitlines()
+            if any(n in line for n in names) and not line.split()[1].startswith("Z")}
 
 
 @pytest.fixture(scope="module")
