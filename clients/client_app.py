@@ -42,7 +42,7 @@ def train(msg: Message, context: Context) -> Message:
     ledger = restore_ledger(context.state, ledger_path) or plan_ledger(cfg, n_train, s.batch_size)
     steps = round_steps(cfg, n_train, s.batch_size)
     metrics = {R.NUM_EXAMPLES: n_train, R.SITE_INDEX: site.index, R.NOISE_MULTIPLIER: ledger.noise_multiplier,
-               R.SAMPLE_RATE: ledger.sample_rate, R.TRAIN_LOSS: 0.0, R.TRAIN_SECONDS: 0.0}
+               R.SAMPLE_RATE: ledger.sample_rate, R.TRAIN_LOSS: 0.0, R.TRAIN_SECONDS: 0.0, R.EXAMPLES_SEEN: 0}
     if not ledger.can_afford(steps):
         # Out of budget: train nothing, send nothing but the ledger's numbers.
         metrics.update({R.DECLINED: 1.0, R.EPSILON_SPENT: _eps(ledger), R.STEPS: ledger.steps_taken, R.NUM_EXAMPLES: 0})
@@ -51,11 +51,11 @@ def train(msg: Message, context: Context) -> Message:
     global_round = int(msg.content[R.CONFIG].get(R.GLOBAL_ROUND, msg.content[R.CONFIG][R.SERVER_ROUND]))
     result = train_local(
         s.classifier.model, s.data.dataset(s.train), ledger=ledger, steps=steps, batch_size=s.batch_size,
-        lr=cfg.lr, optimizer=cfg.optimizer, pad_id=s.classifier.pad_id, device=s.device, seed=cfg.seed * 100_003 + global_round * 101 + site.index,
-        grad_sample_mode=s.grad_sample_mode, autocast_dtype=autocast_dtype(s.device))
+        lr=cfg.train_lr, optimizer=cfg.train_optimizer, pad_id=s.classifier.pad_id, device=s.device, seed=cfg.seed * 100_003 + global_round * 101 + site.index,
+        grad_sample_mode=s.grad_sample_mode, autocast_dtype=s.train_autocast)
     store_ledger(context.state, ledger_path, ledger)
     metrics.update({R.DECLINED: 0.0, R.EPSILON_SPENT: _eps(ledger), R.STEPS: ledger.steps_taken,
-                    R.TRAIN_LOSS: result.mean_loss, R.TRAIN_SECONDS: result.seconds})
+                    R.TRAIN_LOSS: result.mean_loss, R.TRAIN_SECONDS: result.seconds, R.EXAMPLES_SEEN: result.examples})
     arrays = ArrayRecord({k: Array(v) for k, v in get_adapter_state(s.classifier.model).items()})
     return Message(RecordDict({R.ARRAYS: arrays, R.METRICS: MetricRecord(metrics)}), reply_to=msg)
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from common.config import RunConfig
 from common.data import PreparedData, Site, prepare, site_data
-from common.guard import choose_grad_sample_mode
+from common.guard import autocast_is_safe, choose_grad_sample_mode
+from common.runtime import autocast_dtype
 from common.model import Classifier, build_classifier, load_tokenizer, lora_spec, resolve_device
 from common.privacy import PrivacyLedger, steps_for
 from common.records import LEDGER
@@ -36,6 +37,7 @@ class SiteSession:
     device: object
     grad_sample_mode: str  # checked by the per-sample gradient guard for this model
     batch_size: int  # this site's expected batch
+    train_autocast: object  # bf16 on CUDA where the guard accepts it, else None
 
 
 def session(cfg: RunConfig, site: Site) -> SiteSession:
@@ -47,9 +49,12 @@ def _session(cfg_json: str, site: Site) -> SiteSession:
     cfg = RunConfig.from_flower(json.loads(cfg_json))
     device = resolve_device(cfg.device)
     data, train, val, test = site_data(cfg, site, load_tokenizer(cfg.model), None if site.data_path else _pool(cfg_json))
-    classifier = build_classifier(cfg.model, data.label_names, lora=lora_spec(cfg), device=device)
-    mode = _grad_sample_mode(cfg_json) if cfg.private and cfg.dp_level == "sample" else "hooks"
-    return SiteSession(classifier, data, train, val, test, device, mode, site_batch_size(cfg, site, len(train), len(data.train)))
+    classifier = build_classifier(cfg.model, data.label_names, lora=lora_spec(cfg, federated=True), device=device)
+    private = cfg.private and cfg.dp_level == "sample"
+    mode = _grad_sample_mode(cfg_json) if private else "hooks"
+    amp = autocast_dtype(device)
+    train_amp = amp if not private or autocast_is_safe(classifier.model, mode, amp) else None
+    return SiteSession(classifier, data, train, val, test, device, mode, site_batch_size(cfg, site, len(train), len(data.train)), train_amp)
 
 
 @functools.lru_cache(maxsize=2)
@@ -63,7 +68,7 @@ def _pool(cfg_json: str) -> PreparedData:
 def _grad_sample_mode(cfg_json: str) -> str:
     """The guard's choice for this model, checked once per process (every site builds the same model)."""
     cfg = RunConfig.from_flower(json.loads(cfg_json))
-    return choose_grad_sample_mode(build_classifier(cfg.model, ("probe",), lora=lora_spec(cfg)).model, cfg.grad_sample_mode)
+    return choose_grad_sample_mode(build_classifier(cfg.model, ("probe",), lora=lora_spec(cfg, federated=True)).model, cfg.grad_sample_mode)
 
 
 def site_batch_size(cfg: RunConfig, site: Site, n_site: int, n_pool: int) -> int:

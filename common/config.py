@@ -17,6 +17,8 @@ def option(default, key: str, help: str, *, federated: bool = False, choices=Non
     return field(default=default, metadata={"key": key, "help": help, "federated": federated, "choices": choices})
 
 
+DEFAULT_LR = {"sgd": 20.0, "adam": 0.01}  # the recipes measured on the synthetic default (README, "Defaults")
+
 DATASETS = ("synthetic-mimic", "synthetic-ctrate", "mimic-cxr", "ct-rate", "csv")
 
 
@@ -43,8 +45,10 @@ class RunConfig:
     # training
     epochs: float = option(1.0, "train.epochs", "passes over the training reports; under DP, more reports beat more epochs")
     batch_size: int = option(256, "train.batch-size", "expected (Poisson) batch; large batches put less noise on each example")
-    optimizer: str = option("sgd", "train.optimizer", "sgd (plain) or adam", choices=("sgd", "adam"))
-    lr: float = option(20.0, "train.lr", "learning rate; SGD's is large because DP clips each gradient to norm 0.1")
+    optimizer: str = option("auto", "train.optimizer", "auto: plain SGD under DP (noise-robust), Adam without DP (SGD "
+                            "needs far more than one epoch there)", choices=("auto", "sgd", "adam"))
+    lr: float = option(0.0, "train.lr", "learning rate; 0: 20 for SGD (large because DP clips each gradient to norm 0.1), "
+                       "0.01 for Adam")
     seed: int = option(0, "train.seed", "seed of data split, initialization and sampling")
     device: str = option("auto", "train.device", "auto takes CUDA when present", choices=("auto", "cpu", "cuda"))
     grad_sample_mode: str = option("auto", "train.grad-sample-mode", "Opacus per-sample gradients", choices=("auto", "hooks", "functorch", "ghost"))
@@ -86,7 +90,9 @@ class RunConfig:
             raise InputError(f"--epsilon must be positive (or inf), got {self.epsilon}")
         if not 0 < self.delta < 1:
             raise InputError(f"--delta must lie strictly between 0 and 1, got {self.delta}")
-        positive = ("epochs", "batch_size", "lr", "max_grad_norm", "lora_rank", "max_length", "sites", "rounds",
+        if not self.lr >= 0:
+            raise InputError(f"--lr must be positive (or 0 for the optimizer's default), got {self.lr}")
+        positive = ("epochs", "batch_size", "max_grad_norm", "lora_rank", "max_length", "sites", "rounds",
                     "local_epochs", "synthetic_reports", "client_clip", "alpha", "min_sites")
         for name in positive:
             if not getattr(self, name) > 0:
@@ -101,6 +107,18 @@ class RunConfig:
     @property
     def private(self) -> bool:
         return not math.isinf(self.epsilon)
+
+    @property
+    def train_optimizer(self) -> str:
+        """The optimizer this run uses: `auto` is plain SGD under DP and Adam without it (both measured, README)."""
+        if self.optimizer != "auto":
+            return self.optimizer
+        return "sgd" if self.private and self.dp_level == "sample" else "adam"
+
+    @property
+    def train_lr(self) -> float:
+        """The learning rate this run uses: `lr`, or the optimizer's measured default when `lr` is 0."""
+        return self.lr or DEFAULT_LR[self.train_optimizer]
 
     @property
     def lora_target_list(self) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ alone. `choose_grad_sample_mode` runs the check and picks the fastest mode that 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -21,9 +22,11 @@ PREFERENCE = ("hooks", "functorch")
 LENGTHS = (5, 9, 12, 7)
 
 
-def per_sample_gradient_error(model: torch.nn.Module, mode: str, *, seed: int = 0) -> float:
-    """Largest absolute difference between Opacus' per-sample gradients (`mode`) and per-example
-    autograd gradients, over every trainable parameter. Works on a copy: `model` is untouched."""
+def per_sample_gradient_error(model: torch.nn.Module, mode: str, *, seed: int = 0, autocast_dtype=None) -> float:
+    """Largest absolute difference between Opacus' per-sample gradients (`mode`, optionally under
+    mixed-precision autocast) and float32 per-example autograd gradients, over every trainable
+    parameter, relative to the largest reference gradient when `autocast_dtype` is given.
+    Works on a copy: `model` is untouched."""
     from opacus.grad_sample import GradSampleHooks
 
     model = copy.deepcopy(model).float().train()
@@ -49,14 +52,19 @@ def per_sample_gradient_error(model: torch.nn.Module, mode: str, *, seed: int = 
     model.zero_grad()
     input_ids, mask, _ = make_collate(0)(list(zip(ids, targets)))
     hooks = GradSampleHooks(model, batch_first=True, loss_reduction="mean", force_functorch=mode == "functorch")
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     try:
-        criterion(model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits, targets.to(device)).backward()
-        worst = 0.0
+        with autocast:
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        criterion(logits.float(), targets.to(device)).backward()
+        worst, scale = 0.0, 0.0
         for n, p in trainable.items():
             if p.grad_sample is None:
                 return float("inf")
-            worst = max(worst, float((p.grad_sample - torch.stack(expected[n])).abs().max()))
-        return worst
+            reference = torch.stack(expected[n])
+            worst = max(worst, float((p.grad_sample.float() - reference).abs().max()))
+            scale = max(scale, float(reference.abs().max()))
+        return worst / scale if autocast_dtype else worst
     finally:
         hooks.cleanup()
 
@@ -69,3 +77,9 @@ def choose_grad_sample_mode(model: torch.nn.Module, requested: str = "auto", *, 
         if per_sample_gradient_error(model, mode) <= tolerance:
             return mode
     raise RuntimeError("no Opacus per-sample gradient mode matches autograd for this model; refusing to train under DP")
+
+
+def autocast_is_safe(model: torch.nn.Module, mode: str, dtype, *, tolerance: float = 0.05) -> bool:
+    """Mixed precision only where Opacus stays correct: per-sample gradients under `dtype` autocast
+    must match float32 autograd within `tolerance` of the largest gradient (bf16 keeps ~3 digits)."""
+    return dtype is not None and per_sample_gradient_error(model, mode, autocast_dtype=dtype) <= tolerance

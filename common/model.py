@@ -237,7 +237,7 @@ def load_classifier(folder, *, device: torch.device | None = None) -> tuple[Clas
     return Classifier(model, tokenizer, source, tokenizer.pad_token_id or 0, tuple(meta["label_names"])), meta
 
 
-def lora_spec(cfg) -> LoraSpec:
-    """The LoRA settings of a run configuration."""
+def lora_spec(cfg, *, federated: bool) -> LoraSpec:
+    """The LoRA settings of a run configuration; FFA-LoRA (frozen A) only in a federation that asks for it."""
     return LoraSpec(rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.lora_target_list,
-                    frozen_a=cfg.aggregation == "ffa", init_seed=cfg.seed)
+                    frozen_a=federated and cfg.aggregation == "ffa", init_seed=cfg.seed)

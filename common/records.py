@@ -22,7 +22,7 @@ SAMPLE_RATE = "sample-rate"
 STEPS = "steps"
 TRAIN_LOSS = "train-loss"
 TRAIN_SECONDS = "train-seconds"
-REPLY_METRICS = (NUM_EXAMPLES, SITE_INDEX, DECLINED, EPSILON_SPENT, NOISE_MULTIPLIER, SAMPLE_RATE, STEPS, TRAIN_LOSS, TRAIN_SECONDS)
+EXAMPLES_SEEN = "examples-seen"  # reports in this round's Poisson batches (a count, not a list)
 
 # Evaluate reply metrics.
 EVAL_METRICS = ("weighted-f1", "micro-f1", "macro-f1")

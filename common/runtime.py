@@ -17,8 +17,8 @@ def configure_threads(cores: int | None = None) -> int:
 def autocast_dtype(device: torch.device):
     """bf16 autocast on CUDA GPUs that support it; full precision on CPU.
 
-    Opacus' per-sample gradients stay in float32 (the LoRA and head weights are float32 and the
-    loss is computed in float32); only the frozen encoder's matmuls run in bf16.
+    The weights, the loss and the optimizer stay in float32. Under DP it is used only after
+    `common.guard.autocast_is_safe` has checked Opacus' per-sample gradients under it.
     """
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16

@@ -25,7 +25,7 @@ from common.model import build_classifier, load_classifier, load_tokenizer, lora
 from common.privacy import calibrate_noise, epsilon_spent
 from common.runtime import autocast_dtype
 from common.training import predict_probs
-from simulations.results import save_predictions, versions, write_record
+from common.outputs import save_predictions, versions, write_record
 
 
 MONITOR_REPORTS = 512  # test reports that monitor the rounds before the last
@@ -56,7 +56,7 @@ class FederationRun:
         self.started = time.perf_counter()
         self.device = resolve_device(cfg.device)
         self.labels = label_names_for(cfg)
-        self.classifier = build_classifier(cfg.model, self.labels, lora=lora_spec(cfg), device=self.device)
+        self.classifier = build_classifier(cfg.model, self.labels, lora=lora_spec(cfg, federated=True), device=self.device)
         self.eval_data = self._central_eval_data()
         self.checkpoints = self.out / "checkpoints"
         self.history: list[dict] = []
@@ -155,44 +155,27 @@ class FederationRun:
     # ---- the record
 
     def finish(self, sites_connected: int) -> dict:
+        """Save the final adapter and predictions; write metrics.json in `radfl train`'s schema plus federation."""
         cfg = self.cfg
         last = next((h for h in reversed(self.history) if h.get("global")), None)
         per_site = self._per_site()
-        worst = max(per_site, key=lambda s: s["epsilon_spent"] if s["epsilon_spent"] is not None else -1, default=None)
         adapter = self.initial_arrays()
-        sent_up = [s.get("bytes", 0) for h in self.history for s in h.get("sites", []) if s.get("status") == "trained"]
-        client_sigma = client_noise_multiplier(cfg) if cfg.dp_level == "client" else None
-        privacy = {
-            "level": "example (per site)" if cfg.dp_level == "sample" else "client (per site, at the server)",
-            "epsilon_target": "inf" if not cfg.private else cfg.epsilon,
-            "epsilon_spent": (worst["epsilon_spent"] if worst and worst["epsilon_spent"] is not None else "inf") if cfg.dp_level == "sample" else
-            (epsilon_spent([(client_sigma, 1.0, self.done_rounds_trained())], delta=cfg.delta, accountant=cfg.accountant) if client_sigma else "inf"),
-            "delta": cfg.delta,
-            "noise_multiplier": worst["noise_multiplier"] if worst and cfg.dp_level == "sample" else (client_sigma or 0.0),
-            "sample_rate": worst["sample_rate"] if worst and cfg.dp_level == "sample" else 1.0,
-            "steps": worst["steps"] if worst and cfg.dp_level == "sample" else self.done_rounds_trained(),
-            "accountant": cfg.accountant if cfg.private else None,
-            "max_grad_norm": cfg.max_grad_norm if cfg.dp_level == "sample" and cfg.private else cfg.client_clip,
-        }
-        if cfg.dp_level == "client":
-            privacy["client_dp"] = {"noise_multiplier": client_sigma, "clipping_norm": cfg.client_clip,
-                                    "noise_stddev": (client_sigma or 0.0) * cfg.client_clip / max(sites_connected, 1),
-                                    "mechanism": "Flower DifferentialPrivacyServerSideFixedClipping"}
+        sent_up = [s["bytes"] for h in self.history for s in h.get("sites", []) if s.get("status") == "trained"]
+        trained = [s for h in self.history for s in h.get("sites", []) if s.get("status") == "trained"]
         if self.last_probs is not None:
             save_predictions(self.out, self.eval_data.reports.labels[self.eval_data.test], self.last_probs)
-        final_folder = self.out / "adapter"
-        save_classifier(self.classifier, final_folder, model_name=cfg.model, max_length=cfg.max_length)
+        save_classifier(self.classifier, self.out / "adapter", model_name=cfg.model, max_length=cfg.max_length)
         seconds = time.perf_counter() - self.started
-        examples = sum(s.get("num-examples", 0) for h in self.history for s in h.get("sites", []) if s.get("status") == "trained") * cfg.local_epochs
+        data = self.eval_data.sizes() if self.eval_data else {"n_val": 0, "n_test": _site_test_reports(self.history)}
         record = {
             "mode": "federated" if cfg.dp_level == "sample" else "federated-client-dp",
             "config": cfg.to_dict(),
-            "privacy": privacy,
+            "privacy": self._privacy(per_site, sites_connected),
             "metrics": last["global"] if last else _client_metrics(self.history),
             "evaluation": "server-held test split" if last else "federated: weighted mean of the sites' own test splits",
-            "data": {**(self.eval_data.sizes() if self.eval_data else {}),
-                     "n_train": int(sum(s["n_train"] for s in per_site))},
-            "timing": {"train_seconds": seconds, "examples_per_second": examples / max(seconds, 1e-9), "total_seconds": seconds},
+            "data": {**data, "n_train": int(sum(s["n_train"] for s in per_site))},
+            "timing": {"train_seconds": seconds, "total_seconds": seconds,
+                       "examples_per_second": sum(s.get("examples-seen", 0) for s in trained) / max(seconds, 1e-9)},
             "federation": {
                 "sites": sites_connected, "rounds": cfg.rounds, "rounds_done": self.done_rounds_trained(),
                 "partition": cfg.partition, "aggregation": cfg.aggregation, "dp_level": cfg.dp_level, "per_site": per_site,
@@ -200,19 +183,31 @@ class FederationRun:
                 "bytes_down_per_round": state_bytes(adapter), "full_model_bytes": full_model_bytes(self.classifier.model),
                 "failed_replies": sum(1 for h in self.history for s in h.get("sites", []) if s.get("status") == "failed"),
             },
-            "history": [{"round": h["round"], "test_reports": (h.get("global") or {}).get("n_examples"),
-                         "weighted_f1": (h.get("global") or {}).get("weighted_f1"),
-                         "micro_f1": (h.get("global") or {}).get("micro_f1"), "macro_f1": (h.get("global") or {}).get("macro_f1"),
-                         "aggregated": h.get("aggregated"), "note": h.get("note"),
-                         "trained_at_seconds": h.get("trained_at_seconds"), "evaluated_at_seconds": h.get("evaluated_at_seconds"),
-                         "sites": [{k: v for k, v in s.items()} for s in h.get("sites", [])],
-                         "site_evaluation": h.get("site_evaluation")} for h in self.history],
-            "runtime": {"device": str(self.device), "versions": versions(), "model_source": self.classifier.source},
+            "history": [_history_entry(h) for h in self.history],
+            "runtime": {"optimizer": cfg.train_optimizer, "lr": cfg.train_lr, "device": str(self.device), "versions": versions(), "model_source": self.classifier.source},
         }
-        if self.eval_data is None:
-            record["data"].update({"n_val": 0, "n_test": int(sum(r.get("num-examples", 0) for r in (self.history[-1].get("site_evaluation") or []))) if self.history else 0})
         write_record(self.out, record)
         return record
+
+    def _privacy(self, per_site: list[dict], sites_connected: int) -> dict:
+        """The numbers the privacy claim rests on. Example level: the site that spent the most ε.
+        Client level: the server's Gaussian mechanism over all rounds (q = 1, no amplification)."""
+        cfg = self.cfg
+        common = {"epsilon_target": cfg.epsilon if cfg.private else "inf", "delta": cfg.delta,
+                  "accountant": cfg.accountant if cfg.private else None}
+        if cfg.dp_level == "sample":
+            worst = max(per_site, key=lambda s: -1 if s["epsilon_spent"] is None else s["epsilon_spent"], default=None)
+            spent = worst["epsilon_spent"] if worst and worst["epsilon_spent"] is not None else "inf"
+            return {"level": "example (each site's reports)", **common, "epsilon_spent": spent,
+                    "noise_multiplier": worst["noise_multiplier"] if worst else 0.0, "sample_rate": worst["sample_rate"] if worst else None,
+                    "steps": worst["steps"] if worst else 0, "max_grad_norm": cfg.max_grad_norm if cfg.private else None}
+        sigma, rounds = client_noise_multiplier(cfg), self.done_rounds_trained()
+        spent = epsilon_spent([(sigma, 1.0, rounds)], delta=cfg.delta, accountant=cfg.accountant) if sigma > 0 else "inf"
+        return {"level": "client (each site's whole contribution)", **common, "epsilon_spent": spent, "noise_multiplier": sigma,
+                "sample_rate": 1.0, "steps": rounds, "max_grad_norm": cfg.client_clip,
+                "client_dp": {"noise_multiplier": sigma, "clipping_norm": cfg.client_clip,
+                              "noise_stddev": sigma * cfg.client_clip / max(sites_connected, 1),
+                              "mechanism": "Flower DifferentialPrivacyServerSideFixedClipping"}}
 
     def done_rounds_trained(self) -> int:
         return sum(1 for h in self.history if h.get("aggregated"))
@@ -235,6 +230,20 @@ class FederationRun:
                     site["trained_rounds"] += 1
                     site["n_train"] = int(row["num-examples"])
         return [sites[k] for k in sorted(sites)]
+
+
+def _history_entry(h: dict) -> dict:
+    metrics = h.get("global") or {}
+    return {"round": h["round"], "test_reports": metrics.get("n_examples"), "weighted_f1": metrics.get("weighted_f1"),
+            "micro_f1": metrics.get("micro_f1"), "macro_f1": metrics.get("macro_f1"), "aggregated": h.get("aggregated"),
+            "note": h.get("note"), "trained_at_seconds": h.get("trained_at_seconds"),
+            "evaluated_at_seconds": h.get("evaluated_at_seconds"), "sites": h.get("sites", []),
+            "site_evaluation": h.get("site_evaluation")}
+
+
+def _site_test_reports(history: list[dict]) -> int:
+    rows = next((h.get("site_evaluation") for h in reversed(history) if h.get("site_evaluation")), []) or []
+    return int(sum(r.get("num-examples", 0) for r in rows))
 
 
 def _client_metrics(history: list[dict]) -> dict:

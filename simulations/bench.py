@@ -24,7 +24,7 @@ from common.model import LoraSpec, build_classifier, load_tokenizer, lora_spec, 
 from common.runtime import autocast_dtype, configure_threads
 from common.tokens import make_collate
 from common.training import MultiLabelLoss, train_step
-from simulations.results import versions
+from common.outputs import versions
 
 TARGETS = {"dp_over_non_private": 0.85, "federated_over_centralized": 1.3, "bytes_fraction": 0.01}
 

@@ -11,10 +11,10 @@ from common.metrics import compute_metrics
 from common.model import build_classifier, lora_spec, resolve_device, save_classifier
 from common.partition import dataset_splits
 from common.privacy import PrivacyLedger, steps_for
-from common.guard import choose_grad_sample_mode
+from common.guard import autocast_is_safe, choose_grad_sample_mode
 from common.runtime import autocast_dtype, configure_threads
 from common.training import predict_probs, train_local
-from simulations.results import save_predictions, versions, write_record
+from common.outputs import save_predictions, versions, write_record
 
 
 def run_centralized(cfg: RunConfig, *, show_progress: bool = True) -> dict:
@@ -28,15 +28,16 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True) -> dict:
     steps = steps_for(cfg.epochs, len(train_idx), cfg.batch_size)
     ledger = PrivacyLedger.plan(target_epsilon=cfg.epsilon, delta=cfg.delta, n_examples=len(train_idx), batch_size=cfg.batch_size,
                                 steps=steps, max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant)
-    classifier = build_classifier(cfg.model, reports.label_names, lora=lora_spec(cfg), device=device)
+    classifier = build_classifier(cfg.model, reports.label_names, lora=lora_spec(cfg, federated=False), device=device)
     data = prepare(cfg, classifier.tokenizer, reports)
-    amp = autocast_dtype(device)
+    amp = autocast_dtype(device)  # inference; training under DP only where the guard says Opacus stays correct
     mode = choose_grad_sample_mode(classifier.model, cfg.grad_sample_mode) if ledger.private else None
+    train_amp = amp if not ledger.private or autocast_is_safe(classifier.model, mode, amp) else None
     bar = _progress(steps * cfg.batch_size, show_progress)
     result = train_local(
-        classifier.model, data.dataset(data.train), ledger=ledger, steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+        classifier.model, data.dataset(data.train), ledger=ledger, steps=steps, batch_size=cfg.batch_size, lr=cfg.train_lr, optimizer=cfg.train_optimizer,
         pad_id=classifier.pad_id, device=device, seed=cfg.seed, grad_sample_mode=mode or "hooks",
-        autocast_dtype=amp, progress=bar.step)
+        autocast_dtype=train_amp, progress=bar.step)
     bar.close()
     evaluated = {}
     for split, index in (("val", data.val), ("test", data.test)):
@@ -54,7 +55,7 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True) -> dict:
         "data": data.sizes(),
         "timing": {"train_seconds": result.seconds, "examples_per_second": result.examples / max(result.seconds, 1e-9),
                    "total_seconds": time.perf_counter() - started, "examples_seen": result.examples, "steps": result.steps},
-        "runtime": {"device": str(device), "threads": threads, "autocast": str(amp) if amp else None,
+        "runtime": {"optimizer": cfg.train_optimizer, "lr": cfg.train_lr, "device": str(device), "threads": threads, "autocast": str(amp) if amp else None, "train_autocast": str(train_amp) if train_amp else None,
                     "grad_sample_mode": mode,
                     "model_source": classifier.source, "versions": versions()},
         "train_loss": result.mean_loss,

@@ -45,7 +45,10 @@ def flower_env(home: Path) -> dict:
     return {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             # The app's dependencies are this environment's; a per-run `uv sync` would download them.
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "FLWR_TELEMETRY_ENABLED": "0", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+            "FLWR_TELEMETRY_ENABLED": "0", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+            # Ray starts its workers at niceness 15; the simulated sites would then lose the CPU to
+            # Flower's own polling threads. The sites' training is the work here: run it at normal priority.
+            "RAY_worker_niceness": "0"}
 
 
 def run_config_arg(values: dict) -> str:

@@ -1,53 +1,6 @@
-"""The metrics.json record every run writes, and the summary table the CLI prints."""
+"""The summary table the CLI prints from a run's metrics.json record."""
 
 from __future__ import annotations
-
-import json
-import os
-import platform
-from pathlib import Path
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "peft", "opacus", "flwr", "numpy", "scikit-learn"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
-    return found
-
-
-def write_record(folder, record: dict) -> Path:
-    """Write `metrics.json` atomically: a reader never sees half a record."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "metrics.json"
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=_plain))
-    tmp.replace(path)
-    return path
-
-
-def save_predictions(folder, targets, probs) -> Path:
-    """Test-set targets and probabilities, for paired tests between runs on the same reports."""
-    import numpy as np
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "predictions.npz"
-    np.savez_compressed(path, targets=np.asarray(targets, np.float32), probs=np.asarray(probs, np.float16))
-    return path
-
-
-def _plain(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def summary_table(record: dict) -> str:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from common.adapters import get_adapter_state
-from common.guard import choose_grad_sample_mode, per_sample_gradient_error
+from common.guard import autocast_is_safe, choose_grad_sample_mode, per_sample_gradient_error
 from common.labels import MIMIC_CXR
 from common.model import build_classifier
 from common.privacy import PrivacyLedger
@@ -37,6 +37,15 @@ def test_opacus_per_sample_gradients_equal_per_example_autograd(model_name, mode
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any(".lora_A." in n for n in names) and any(".lora_B." in n for n in names) and any("classifier" in n for n in names)
     assert per_sample_gradient_error(model, mode) < 1e-6
+
+
+@pytest.mark.parametrize("mode", ["hooks", "functorch"])
+def test_bf16_autocast_keeps_per_sample_gradients_within_tolerance(mode):
+    """Mixed precision is used for DP only where this holds (checked at start-up on CUDA)."""
+    model = build_classifier("tiny", MIMIC_CXR.labels).model
+    error = per_sample_gradient_error(model, mode, autocast_dtype=torch.bfloat16)
+    assert 0 < error < 0.05  # not bit-exact (bf16), but close
+    assert autocast_is_safe(model, mode, torch.bfloat16) and not autocast_is_safe(model, mode, None)
 
 
 def test_the_guard_catches_cross_example_interference(monkeypatch):
