@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test federate sweep bench
+.PHONY: setup demo test federate flwr-run sweep bench
 
 setup: $(VENV)/.radfl-installed
 
@@ -24,6 +24,17 @@ test: setup
 
 federate: setup
 	$(BIN)/radfl federate --out runs/federated
+
+# `flwr run .` on Flower's local simulation with 3 sites (RUN_CONFIG="key=value ..." overrides
+# pyproject's [tool.flwr.app.config]). `radfl submit` checks the run's final status (flwr run exits 0
+# even when the ServerApp fails); the detached local SuperLink that flwr starts is stopped afterwards.
+FLWR_LOCAL_HOME := $(CURDIR)/runs/flwr-home
+SITES ?= 3
+flwr-run: setup
+	@export FLWR_HOME=$(FLWR_LOCAL_HOME) FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 PATH=$(CURDIR)/$(BIN):$$PATH; \
+	$(BIN)/radfl submit . local --federation-config "num-supernodes=$(SITES)" \
+	  --run-config "fl.sites=$(SITES) $(RUN_CONFIG)"; rc=$$?; \
+	pkill -TERM -f "[f]lower-superlink .*$(FLWR_LOCAL_HOME)" || true; exit $$rc
 
 sweep: setup
 	$(BIN)/radfl sweep --preset quick --out runs/sweep-quick

@@ -7,7 +7,7 @@ throwaway pilot credentials with the `cryptography` package (no openssl or ssh-k
 production federation uses its own PKI, and each site makes its own key pair and sends only the
 public key. `radfl submit` wraps `flwr run`, because `flwr run` exits 0 even when the ServerApp
 crashes: it follows the run and exits non-zero unless the run ends `finished:completed`.
-See docs/deployment.md for the whole pilot procedure.
+The README's deployment section has the whole pilot procedure.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def cmd_submit(args) -> int:
 
 
 def add_deploy_arguments(subparsers) -> None:
-    """`radfl pilot-certs` and `radfl submit` (see docs/deployment.md)."""
+    """`radfl pilot-certs` and `radfl submit` (see the README, "Deployment")."""
     certs = subparsers.add_parser("pilot-certs", help="write a pilot CA, the SuperLink's TLS certificate and one key pair per site")
     certs.add_argument("--out", required=True, help="a new folder for ca.crt, server.crt, server.key, SITE.key and SITE.pub")
     certs.add_argument("--sites", required=True, help="comma-separated site names, e.g. site-a,site-b,site-c")

@@ -11,8 +11,10 @@ def summary_table(record: dict) -> str:
         f"{'mode':<22}{record['mode']}",
         f"{'model':<22}{record['config']['model']}",
         f"{'data':<22}{record['config']['dataset']}: {record['data']['n_train']} train / {record['data']['n_val']} val / {record['data']['n_test']} test",
-        f"{'epsilon target/spent':<22}{eps} / {_num(p['epsilon_spent'])}  (delta {p['delta']:g}, sigma {p['noise_multiplier']:.3f}, "
-        f"q {p['sample_rate']:.4f}, {p['steps']} steps, {p['accountant'] or 'no DP'})",
+        f"{'epsilon target/spent':<22}{eps} / {_num(p['epsilon_spent'])}  " + (
+            f"(delta {p['delta']:g}, sigma {p['noise_multiplier']:.3f}, q {p['sample_rate']:.4f}, {p['steps']} steps, {p['accountant']})"
+            if p["accountant"] else "(no DP: the non-private baseline)"),
+        f"{'optimizer':<22}{_optimizer(record)}",
         f"{'train time':<22}{t['train_seconds']:.1f} s ({t['examples_per_second']:.1f} examples/s)",
         "",
         f"{'weighted F1':<22}{m['weighted_f1']:.4f}",
@@ -25,6 +27,11 @@ def summary_table(record: dict) -> str:
     for name, row in m["per_label"].items():
         lines.append(f"{name:<30}{row['precision']:>7.3f}{row['recall']:>7.3f}{row['f1']:>7.3f}{row['support']:>9d}")
     return "\n".join(lines)
+
+
+def _optimizer(record: dict) -> str:
+    runtime = record.get("runtime", {})
+    return f"{runtime['optimizer']} lr {runtime['lr']:g}" if "optimizer" in runtime else "-"
 
 
 def _num(value) -> str:
