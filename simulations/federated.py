@@ -106,8 +106,9 @@ class _Progress:
             if entry["round"] > self.seen and "global" in entry:
                 self.seen = entry["round"]
                 f1 = (entry.get("global") or {}).get("weighted_f1")
-                eps = [s.get("epsilon-spent") for s in entry.get("sites", []) if s.get("status") != "failed"]
+                eps = [s["epsilon-spent"] for s in entry.get("sites", []) if s.get("status") != "failed" and "epsilon-spent" in s]
+                spent = "n/a" if not eps else "inf (no DP)" if max(eps) < 0 else f"{max(eps):.3f}"  # sites send -1 without DP
                 print(f"round {entry['round']}/{self.rounds}: global weighted F1 "
-                      f"{'n/a' if f1 is None else f'{f1:.4f}'}, max site epsilon {f'{max(eps):.3f}' if eps else 'n/a'}, "
+                      f"{'n/a' if f1 is None else f'{f1:.4f}'}, max site epsilon {spent}, "
                       f"{time.monotonic() - self.started:.0f} s", flush=True)
         return finished
