@@ -280,7 +280,7 @@ def _plots(rows: list[dict], folder: Path) -> list[Path]:
     if not groups:
         return []
     colors = {"centralized": "tab:blue", "federated": "tab:orange", "federated-client-dp": "tab:green"}
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 5.2), squeeze=False)
     for ax, (dataset, model, group) in zip(axes[0], groups):
         finite = sorted({r["epsilon_target"] for r in group if not math.isinf(r["epsilon_target"])})
         for mode in colors:
@@ -298,7 +298,7 @@ def _plots(rows: list[dict], folder: Path) -> list[Path]:
         ax.set_ylim(0, 1)
         ax.set_title(f"{dataset} · {model}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)  # below: never over a point
     fig.tight_layout()
     utility = folder / "privacy_utility.png"
     fig.savefig(utility, dpi=120)

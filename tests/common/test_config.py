@@ -14,6 +14,11 @@ def test_auto_optimizer_is_sgd_under_dp_and_adam_without():
     assert client_dp.train_optimizer == "adam"
 
 
+def test_sgd_default_lr_scales_with_the_batch():
+    assert RunConfig(batch_size=128).train_lr == 10.0
+    assert RunConfig(batch_size=128, epsilon=math.inf).train_lr == 0.01  # Adam's does not
+
+
 def test_explicit_optimizer_and_lr_win():
     cfg = RunConfig(epsilon=math.inf, optimizer="sgd", lr=0.5)
     assert (cfg.train_optimizer, cfg.train_lr) == ("sgd", 0.5)
