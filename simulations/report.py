@@ -280,6 +280,7 @@ def _plots(rows: list[dict], folder: Path) -> list[Path]:
     if not groups:
         return []
     colors = {"centralized": "tab:blue", "federated": "tab:orange", "federated-client-dp": "tab:green"}
+    dashes = {"centralized": (6, 3), "federated": (2, 2), "federated-client-dp": (4, 1, 1, 1)}  # equal baselines stay visible
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 5.2), squeeze=False)
     for ax, (dataset, model, group) in zip(axes[0], groups):
         finite = sorted({r["epsilon_target"] for r in group if not math.isinf(r["epsilon_target"])})
@@ -291,7 +292,7 @@ def _plots(rows: list[dict], folder: Path) -> list[Path]:
                             color=colors[mode], label=f"{mode} (DP)")
             base = mean_ci([r["weighted_f1"] for r in group if r["mode"] == mode and math.isinf(r["epsilon_target"])])[0]
             if not math.isnan(base):
-                ax.axhline(base, linestyle="--", color=colors[mode], alpha=0.8, label=f"{mode} non-private")
+                ax.axhline(base, linestyle=(0, dashes[mode]), color=colors[mode], alpha=0.8, label=f"{mode} non-private")
         ax.set_xscale("log")
         ax.set_xlabel("privacy budget ε (log scale)")
         ax.set_ylabel("weighted F1 (test)")
