@@ -1,8 +1,9 @@
-"""Process settings every run applies: threads, device, precision, per-sample-gradient mode."""
+"""Process settings every run applies: threads, device, precision, stopping on request."""
 
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 
@@ -23,3 +24,18 @@ def autocast_dtype(device: torch.device):
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask long loops to stop (SIGTERM/Ctrl-C). The signal handler also raises KeyboardInterrupt, but
+    Python drops an exception raised while a finalizer (`__del__`, a GC callback) runs; loops that
+    call `check_stop` between steps and cells stop anyway."""
+    _STOP.set()
+
+
+def check_stop() -> None:
+    if _STOP.is_set():
+        raise KeyboardInterrupt

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from common.privacy import PrivacyLedger, steps_per_epoch_for
+from common.runtime import check_stop
 from common.tokens import TokenizedReports, eval_loader, make_collate
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
@@ -147,6 +148,7 @@ def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, step
     try:
         while steps < planned:  # whole epochs of the Poisson loader, cut where the step budget ends
             for batch in loader:
+                check_stop()
                 loss = train_step(model, batch, optimizer, criterion, device,
                                   micro_batch=0 if grad_sample_mode == "ghost" else micro_batch, autocast_dtype=autocast_dtype)
                 steps += 1

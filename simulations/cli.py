@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _terminate(signum, frame):
+    from common.runtime import request_stop
+
+    request_stop()  # seen by the loops even if this KeyboardInterrupt lands in a finalizer and is dropped
     raise KeyboardInterrupt  # run the cleanup (finally blocks) on SIGTERM as on Ctrl-C
 
 

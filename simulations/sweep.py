@@ -20,6 +20,7 @@ from pathlib import Path
 
 from common.config import RunConfig, config_fields
 from common.errors import InputError
+from common.runtime import check_stop
 
 MODES = ("centralized", "federated", "federated-client-dp")
 SWEEP_DATASETS = ("synthetic-mimic", "synthetic-ctrate", "mimic-cxr", "ct-rate", "csv")
@@ -160,12 +161,18 @@ def sweep_command(args) -> int:
     (out / "cells").mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps({"cells": [asdict(c) for c in cells], "base": base.to_dict()}, indent=1))
     todo = [c for c in cells if not is_finished(out / "cells" / c.name)]
+    for cell in cells:  # killed between its metrics.json and its status.json: the run itself had finished
+        folder = out / "cells" / cell.name
+        if cell not in todo and _status(folder) is None:
+            (folder / "status.json").write_text(json.dumps({"status": "done", "cell": asdict(cell), "recovered": True}, indent=1))
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run -> {out}")
     counts = {"done": 0, "failed": 0, "infeasible": 0}
     with tqdm(total=len(todo), unit="cell", disable=args.quiet, dynamic_ncols=True) as bar:
         for cell in todo:
+            check_stop()
             bar.set_description(cell.name)
             status = run_cell(base, cell, out / "cells" / cell.name)
+            check_stop()  # a stop requested during the cell: its result is kept, the next cell is not started
             counts[status["status"]] = counts.get(status["status"], 0) + 1
             if status["status"] != "done":
                 tqdm.write(f"{cell.name}: {status['status']}: {status.get('reason', '')}")

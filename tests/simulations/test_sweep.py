@@ -20,22 +20,24 @@ from simulations.report import mean_ci, paired_bootstrap, write_report
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ["sweep", "--models", "tiny", "--modes", "centralized", "--epsilons", "0.001,1,2,4,inf", "--accountant", "rdp",
          "--synthetic-reports", "200", "--batch-size", "16", "--delta", "1e-3", "--epochs", "1", "--quiet"]
+# Cells long enough (a few seconds each) that the kill reliably lands mid-sweep.
+SLOW_SWEEP = [*SWEEP, "--synthetic-reports", "800", "--epochs", "3"]
 
 
 def test_killed_sweep_resumes_without_redoing_finished_cells(tmp_path):
     out = tmp_path / "sweep"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "simulations.cli", *SWEEP, "--out", str(out)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "simulations.cli", *SLOW_SWEEP, "--out", str(out)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(out.glob("cells/*/metrics.json"))) < 1:
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # interrupt mid-sweep
     proc.wait(timeout=60)
     finished_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("cells/*/metrics.json")}
     assert 1 <= len(finished_before) < 4, "the sweep should have been interrupted part-way"
 
-    assert main([*SWEEP, "--out", str(out)]) == 0
+    assert main([*SLOW_SWEEP, "--out", str(out)]) == 0
     statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in out.glob("cells/*/status.json")}
     assert len(statuses) == 5 and sorted(statuses.values()) == ["done"] * 4 + ["infeasible"]
     for name, mtime in finished_before.items():  # finished cells were not redone
