@@ -149,8 +149,7 @@ class PrivacyLedger:
             "epsilon_target": _finite(self.target_epsilon), "epsilon_spent": _finite(spent), "delta": self.delta,
             "noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate, "steps": self.steps_taken,
             "planned_steps": self.planned_steps, "accountant": self.accountant if self.private else None,
-            "max_grad_norm": self.max_grad_norm if self.private else None,
-            "history": [list(h) for h in self.history],
+            "max_grad_norm": self.max_grad_norm if self.private else None, "history": [list(h) for h in self.history],
         }
 
 

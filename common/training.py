@@ -42,9 +42,6 @@ class MultiLabelLoss(torch.nn.Module):
         return per_example.sum() if self.reduction == "sum" else per_example.mean()
 
 
-OPTIMIZERS = ("sgd", "adam")
-
-
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     """Plain SGD by default. Under DP, Adam divides each coordinate by its noise level, so a site
     with a smaller batch (more noise per step) moves less along the shared signal, and FedAvg of

@@ -160,8 +160,8 @@ class FederationRun:
         last = next((h for h in reversed(self.history) if h.get("global")), None)
         per_site = self._per_site()
         adapter = self.initial_arrays()
-        sent_up = [s["bytes"] for h in self.history for s in h.get("sites", []) if s.get("status") == "trained"]
         trained = [s for h in self.history for s in h.get("sites", []) if s.get("status") == "trained"]
+        sent_up = [s["bytes"] for s in trained]
         if self.last_probs is not None:
             save_predictions(self.out, self.eval_data.reports.labels[self.eval_data.test], self.last_probs)
         save_classifier(self.classifier, self.out / "adapter", model_name=cfg.model, max_length=cfg.max_length)
