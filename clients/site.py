@@ -1,10 +1,10 @@
-"""A hospital's long-lived state: its model and data (per process) and its privacy ledger (per run).
+"""A hospital's long-lived state: its model and data (per process), its split and its lifetime ledger (on disk).
 
 The base encoder and the tokenized reports are built once per process and reused every round
-(Flower's simulation engine keeps its worker processes between rounds); only the adapter arrays
-change hands. The privacy ledger is kept in `context.state` and mirrored to a file in the site's
-state folder, so a resumed run or a restarted SuperNode continues the same accounting instead of
-starting from ε = 0.
+(Flower's simulation engine keeps its worker processes between rounds); only adapter arrays change
+hands. A deployed site reads its reports from its own `data-path`, splits them once with a seed it
+draws itself and keeps in its state folder, and tokenizes them into that folder (owner-only): the
+run config never chooses a site's data, its held-out reports or where plain copies are kept.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from clients.policy import SitePolicy
 from common.config import RunConfig
-from common.data import PreparedData, Site, prepare, site_data
+from common.data import PreparedData, label_names_for, prepare
 from common.guard import autocast_is_safe, choose_grad_sample_mode
-from common.runtime import autocast_dtype
 from common.model import Classifier, build_classifier, load_tokenizer, lora_spec, resolve_device
-from common.privacy import PrivacyLedger, steps_for
-from common.records import LEDGER
+from common.privacy import steps_per_epoch_for
+from common.runtime import autocast_dtype
+from common.warmstart import apply_warm_start
 
 
 @dataclass
@@ -36,85 +37,111 @@ class SiteSession:
     test: np.ndarray
     device: object
     grad_sample_mode: str  # checked by the per-sample gradient guard for this model
-    batch_size: int  # this site's expected batch
     train_autocast: object  # bf16 on CUDA where the guard accepts it, else None
+    fingerprint: str  # of the site's reports: the key of its lifetime ledger
+
+    def units(self, unit: str) -> list | None:
+        """Patient-level DP: the site's training reports grouped by patient (positions in `train`)."""
+        if unit != "patient":
+            return None
+        members: dict[str, list[int]] = {}
+        for position, i in enumerate(self.train):
+            members.setdefault(self.data.reports.patient_ids[i], []).append(position)
+        return list(members.values())
+
+    def n_units(self, unit: str) -> int:
+        return len(self.units(unit)) if unit == "patient" else len(self.train)
 
 
-def session(cfg: RunConfig, site: Site) -> SiteSession:
-    return _session(json.dumps(cfg.to_flower(), sort_keys=True), site)
+def session(cfg: RunConfig, policy: SitePolicy) -> SiteSession:
+    # Only what shapes the model and the data keys the cache; privacy settings never do.
+    key = {k: v for k, v in cfg.to_flower().items() if k.split(".")[0] in ("data", "model", "lora") or k in ("train.seed", "train.device",
+                                                                                                              "fl.sites", "fl.partition", "fl.alpha", "fl.aggregation")}
+    return _session(json.dumps(key, sort_keys=True), policy)
 
 
-@functools.lru_cache(maxsize=8)
-def _session(cfg_json: str, site: Site) -> SiteSession:
-    cfg = RunConfig.from_flower(json.loads(cfg_json))
+@functools.lru_cache(maxsize=4)
+def _session(key_json: str, policy: SitePolicy) -> SiteSession:
+    cfg = RunConfig.from_flower({**RunConfig().to_flower(), **json.loads(key_json)})
     device = resolve_device(cfg.device)
-    data, train, val, test = site_data(cfg, site, load_tokenizer(cfg.model), None if site.data_path else _pool(cfg_json))
-    classifier = build_classifier(cfg.model, data.label_names, lora=lora_spec(cfg, federated=True), device=device)
-    private = cfg.private and cfg.dp_level == "sample"
-    mode = _grad_sample_mode(cfg_json) if private else "hooks"
+    tokenizer = load_tokenizer(cfg.model)
+    if policy.simulated:
+        pool = _pool(key_json)
+        train, val, test = pool.site_splits(cfg.replace(sites=policy.num_partitions))[max(policy.partition_id, 0)]
+        data = pool
+    else:
+        data = _own_data(cfg, policy, tokenizer)
+        train, val, test = data.train, data.val, data.test
+    labels = label_names_for(cfg)
+    if tuple(data.label_names) != tuple(labels):
+        column = {n: i for i, n in enumerate(data.label_names)}
+        data = PreparedData(data.reports.with_labels(labels, [column[n] for n in labels]), data.ids, data.train, data.val, data.test)
+    classifier = build_classifier(cfg.model, labels, lora=lora_spec(cfg, federated=True), device=device)
+    apply_warm_start(classifier, cfg)  # public: built from synthetic reports, the same at every site and the server
+    mode = _grad_sample_mode(key_json)
     amp = autocast_dtype(device)
-    train_amp = amp if not private or autocast_is_safe(classifier.model, mode, amp) else None
-    return SiteSession(classifier, data, train, val, test, device, mode, site_batch_size(cfg, site, len(train), len(data.train)), train_amp)
+    train_amp = amp if autocast_is_safe(classifier.model, mode, amp) else None
+    own = np.concatenate([train, val, test])
+    fingerprint = _fingerprint([data.reports.texts[i] for i in sorted(own)])
+    return SiteSession(classifier, data, train, val, test, device, mode, train_amp, fingerprint)
+
+
+def _own_data(cfg: RunConfig, policy: SitePolicy, tokenizer) -> PreparedData:
+    """A deployed site's reports from its node config, split once with the site's own seed."""
+    state = Path(policy.state_folder())
+    site_cfg = cfg.replace(dataset=policy.data_format, data=policy.data_path, text_column=policy.text_column,
+                           label_columns=policy.label_columns if policy.data_format == "csv" else "")
+    from common.data import load_reports
+
+    reports = load_reports(site_cfg)
+    split = _split_record(state, _fingerprint(reports.texts), policy)
+    return prepare(site_cfg, tokenizer, reports, split_seed=split["seed"], fractions=(split["val_fraction"], split["test_fraction"]),
+                   cache=state / "cache")
+
+
+def _split_record(state: Path, fingerprint: str, policy: SitePolicy) -> dict:
+    """The site's split of one data set: drawn once (OS entropy), kept, never chosen by a run."""
+    path = state / "splits" / f"{fingerprint}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    record = {"seed": int.from_bytes(os.urandom(4), "little"), "val_fraction": policy.val_fraction, "test_fraction": policy.test_fraction}
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record))
+    try:
+        os.link(tmp, path)  # first writer wins: two processes of one site agree on one split
+    except FileExistsError:
+        pass
+    tmp.unlink()
+    return json.loads(path.read_text())
+
+
+def _fingerprint(texts) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:24]
 
 
 @functools.lru_cache(maxsize=2)
-def _pool(cfg_json: str) -> PreparedData:
+def _pool(key_json: str) -> PreparedData:
     """The shared data set of a simulation, built once per process for all the sites it hosts."""
-    cfg = RunConfig.from_flower(json.loads(cfg_json))
+    cfg = RunConfig.from_flower({**RunConfig().to_flower(), **json.loads(key_json)})
     return prepare(cfg, load_tokenizer(cfg.model))
 
 
 @functools.lru_cache(maxsize=2)
-def _grad_sample_mode(cfg_json: str) -> str:
-    """The guard's choice for this model, checked once per process (every site builds the same model)."""
-    cfg = RunConfig.from_flower(json.loads(cfg_json))
-    return choose_grad_sample_mode(build_classifier(cfg.model, ("probe",), lora=lora_spec(cfg, federated=True)).model, cfg.grad_sample_mode)
+def _grad_sample_mode(key_json: str) -> str:
+    """The guard's choice for this model, checked once per process; the guard always runs."""
+    cfg = RunConfig.from_flower({**RunConfig().to_flower(), **json.loads(key_json)})
+    return choose_grad_sample_mode(build_classifier(cfg.model, ("probe",), lora=lora_spec(cfg, federated=True)).model, "auto")
 
 
-def site_batch_size(cfg: RunConfig, site: Site, n_site: int, n_pool: int) -> int:
-    """Expected batch of one site. Default for a simulated site: the centralized sampling rate
-    (batch-size × its share of the pool), so a site takes as many steps per epoch as centralized
-    training and adds noise at the same σ; a hospital with its own data uses --batch-size."""
-    if cfg.site_batch_size > 0:
-        return cfg.site_batch_size
-    if site.data_path or n_pool <= 0:
-        return cfg.batch_size
-    return max(1, round(cfg.batch_size * n_site / n_pool))
+def fedavg_weight(sample_rate: float, batch_size: int) -> float:
+    """FedAvg weight from public numbers: batches per epoch (1/q) x expected batch. Never an exact count."""
+    return float(round(1.0 / sample_rate) * batch_size)
 
 
-def round_steps(cfg: RunConfig, n_train: int, batch_size: int) -> int:
-    return steps_for(cfg.local_epochs, n_train, batch_size)
-
-
-def plan_ledger(cfg: RunConfig, n_train: int, batch_size: int) -> PrivacyLedger:
-    """Noise for the whole run, calibrated once: every round's local steps at this site's sample rate."""
-    epsilon = cfg.epsilon if cfg.dp_level == "sample" else float("inf")  # client-level DP: noise at the server
-    return PrivacyLedger.plan(target_epsilon=epsilon, delta=cfg.delta, n_examples=n_train, batch_size=batch_size,
-                              steps=cfg.rounds * round_steps(cfg, n_train, batch_size), max_grad_norm=cfg.max_grad_norm,
-                              accountant=cfg.accountant)
-
-
-def ledger_file(cfg: RunConfig, site: Site, state_dir: str) -> Path:
-    """Where this site mirrors its ledger: one file per (run output, site), under the site's state folder."""
-    key = hashlib.sha256(f"{os.path.abspath(cfg.out)}|{cfg.seed}|{cfg.dataset}|{site.data_path}".encode()).hexdigest()[:12]
-    return Path(state_dir) / f"ledger-{site.name}-{key}.json"
-
-
-def restore_ledger(state, path: Path) -> PrivacyLedger | None:
-    """The ledger from `context.state`, else from the site's file, else None (a fresh run)."""
-    if LEDGER in state.config_records:
-        return PrivacyLedger.from_dict(json.loads(state.config_records[LEDGER]["json"]))
-    if path.is_file():
-        return PrivacyLedger.from_dict(json.loads(path.read_text()))
-    return None
-
-
-def store_ledger(state, path: Path, ledger: PrivacyLedger) -> None:
-    from flwr.app import ConfigRecord
-
-    text = json.dumps(ledger.to_dict())
-    state[LEDGER] = ConfigRecord({"json": text})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return steps_per_epoch_for(n, batch_size)

@@ -60,6 +60,39 @@ def set_adapter_state(model, arrays: dict[str, np.ndarray]) -> None:
         raise ValueError(f"unexpected adapter keys: {result.unexpected_keys[:3]}")
 
 
+def check_incoming(model, arrays: dict[str, np.ndarray], *, max_abs: float) -> str | None:
+    """Why an incoming (server-sent) adapter must be declined, or None when it may be loaded.
+
+    The adapter must hold exactly the arrays this site trains, each float32 of the expected shape,
+    finite and within `max_abs`; any frozen array it also carries (FFA-LoRA's A) must equal the
+    site's own. A crafted adapter (an infinite head, A x 1e6) must never reach training: in Opacus a
+    zero clip factor times an infinite gradient is NaN, and one NaN breaks the noisy sum.
+    Returns a `common.records.Reason` name in lower case: adapter-rejected, adapter-not-finite,
+    adapter-out-of-range or frozen-changed.
+    """
+    from peft import get_peft_model_state_dict
+
+    current = get_peft_model_state_dict(model)
+    trained = set(adapter_names(model))
+    if not trained <= set(arrays) or not set(arrays) <= set(current):
+        return "adapter-rejected"
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        if value.dtype != np.float32 or tuple(value.shape) != tuple(current[name].shape):
+            return "adapter-rejected"
+        if not np.isfinite(value).all():
+            return "adapter-not-finite"
+        if value.size and float(np.abs(value).max()) > max_abs:
+            return "adapter-out-of-range"
+        if name not in trained and not np.array_equal(value, current[name].detach().cpu().float().numpy()):
+            return "frozen-changed"
+    return None
+
+
+def all_finite(arrays: dict[str, np.ndarray]) -> bool:
+    return all(np.isfinite(np.asarray(v)).all() for v in arrays.values())
+
+
 def state_bytes(arrays: dict[str, np.ndarray]) -> int:
     return int(sum(np.asarray(a).nbytes for a in arrays.values()))
 

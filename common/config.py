@@ -17,12 +17,6 @@ def option(default, key: str, help: str, *, federated: bool = False, choices=Non
     return field(default=default, metadata={"key": key, "help": help, "federated": federated, "choices": choices})
 
 
-# The recipes measured on the synthetic default (README, "Defaults"). SGD's rate grows with the batch:
-# under DP the noise on the mean gradient shrinks as 1/batch, so a smaller batch wants smaller steps
-# (6,000 reports, batch 128, ε = 1: weighted F1 0.53 at lr 10 against 0.14 at lr 20).
-SGD_LR_PER_256 = 20.0
-ADAM_LR = 0.01
-
 DATASETS = ("synthetic-mimic", "synthetic-ctrate", "mimic-cxr", "ct-rate", "csv")
 
 
@@ -36,6 +30,8 @@ class RunConfig:
     uncertainty: str = option("ones", "data.uncertainty", "policy for uncertain (-1) labels", choices=("ones", "zeros", "ignore"))
     labeler: str = option("chexpert", "data.labeler", "MIMIC-CXR label file", choices=("chexpert", "negbio"))
     synthetic_reports: int = option(12000, "data.synthetic-reports", "number of synthetic reports: 3 hospitals' worth; DP's utility grows with N")
+    synthetic_difficulty: str = option("realistic", "data.synthetic-difficulty", "realistic: as varied as real reports "
+                                       "(TF-IDF baseline ~0.83); easy: clean templates", choices=("realistic", "easy"))
     label_noise: float = option(0.03, "data.label-noise", "synthetic labeler error rate on mentioned findings")
     val_fraction: float = option(0.1, "data.val-fraction", "patients held out for validation (when no official split)")
     test_fraction: float = option(0.15, "data.test-fraction", "patients held out for testing (when no official split)")
@@ -46,33 +42,45 @@ class RunConfig:
     lora_alpha: int = option(16, "lora.alpha", "LoRA alpha (scale = alpha / rank)")
     lora_dropout: float = option(0.0, "lora.dropout", "LoRA dropout; DP noise already regularizes")
     lora_targets: str = option("query,value", "lora.targets", "comma-separated module names that get LoRA")
+    warm_start: str = option("auto", "model.warm-start", "auto (synthetic for mimic-cxr/ct-rate, else none), synthetic "
+                             "(an adapter trained without DP on public synthetic reports), none, or an adapter folder")
     # training
-    epochs: float = option(1.0, "train.epochs", "passes over the training reports; under DP, more reports beat more epochs")
-    batch_size: int = option(256, "train.batch-size", "expected (Poisson) batch; large batches put less noise on each example")
-    optimizer: str = option("auto", "train.optimizer", "auto: plain SGD under DP (noise-robust), Adam without DP (SGD "
-                            "needs far more than one epoch there)", choices=("auto", "sgd", "adam"))
-    lr: float = option(0.0, "train.lr", "learning rate; 0: for SGD 20 x batch-size / 256 (large because DP clips each "
-                       "gradient to norm 0.1), for Adam 0.01")
+    epochs: float = option(0.0, "train.epochs", "passes over the training reports; 0: the recipe's (common/recipe.py)")
+    batch_size: int = option(0, "train.batch-size", "expected (Poisson) batch; 0: the recipe's, from N and epsilon")
+    optimizer: str = option("auto", "train.optimizer", "auto: the recipe's (Adam)", choices=("auto", "sgd", "adam"))
+    lr: float = option(0.0, "train.lr", "learning rate of the LoRA matrices (the head's too when given); 0: the recipe's")
     seed: int = option(0, "train.seed", "seed of data split, initialization and sampling")
     device: str = option("auto", "train.device", "auto takes CUDA when present", choices=("auto", "cpu", "cuda"))
-    grad_sample_mode: str = option("auto", "train.grad-sample-mode", "Opacus per-sample gradients", choices=("auto", "hooks", "functorch", "ghost"))
+    grad_sample_mode: str = option("auto", "train.grad-sample-mode", "Opacus per-sample gradients (the guard checks any "
+                                   "choice; ghost: centralized only)", choices=("auto", "hooks", "functorch", "ghost"))
     # privacy
     epsilon: float = option(1.0, "dp.target-epsilon", "target epsilon per site; inf trains without DP")
     delta: float = option(1e-5, "dp.delta", "target delta; must be below 1/N")
-    max_grad_norm: float = option(0.1, "dp.max-grad-norm", "per-example clipping norm C, below the typical gradient norm (~0.27)")
+    max_grad_norm: float = option(0.0, "dp.max-grad-norm", "per-example clipping norm C; 0: the recipe's (0.1, below the typical gradient norm)")
+    privacy_unit: str = option("report", "dp.unit", "report: each report protected at epsilon (a patient with k reports at "
+                               "about k x epsilon); patient: sampling and clipping per patient", choices=("report", "patient"))
     accountant: str = option("prv", "dp.accountant", "privacy accountant (prv is tighter; rdp cannot reach small epsilon)", choices=("prv", "rdp"))
+    thresholds: str = option("auto", "eval.thresholds", "decision thresholds: auto (tuned on the validation split without "
+                             "DP; under DP, tuned on public synthetic reports or 0.5), or 0.5", choices=("auto", "0.5"))
+    baseline: str = option("on", "eval.baseline", "TF-IDF + logistic regression (and its DP twin) on the same splits",
+                           choices=("on", "off"))
     # federation
     sites: int = option(3, "fl.sites", "number of hospitals", federated=True)
     partition: str = option("iid", "fl.partition", "how reports are split across sites", federated=True,
                             choices=("iid", "dirichlet", "quantity", "site"))
     alpha: float = option(0.5, "fl.alpha", "Dirichlet concentration of the dirichlet/quantity partitions", federated=True)
     rounds: int = option(6, "fl.rounds", "federated rounds; more, shorter rounds let the sites drift apart less", federated=True)
-    local_epochs: float = option(1 / 6, "fl.local-epochs", "local epochs per round (fractions allowed): rounds x this = the "
-                                 "epochs of centralized training", federated=True)
-    site_batch_size: int = option(0, "fl.site-batch-size", "expected batch per site; 0: the centralized sampling rate "
-                                  "(simulation) or --batch-size (a site with its own data)", federated=True)
-    dp_level: str = option("sample", "fl.dp-level", "sample: DP-SGD at each site; client: server-side clipping + noise of updates",
-                           federated=True, choices=("sample", "client"))
+    local_epochs: float = option(0.0, "fl.local-epochs", "local epochs per round; 0: the site's recipe spread over the rounds",
+                                 federated=True)
+    site_batch_size: int = option(0, "fl.site-batch-size", "expected batch per site; 0: the recipe's for the site's own N",
+                                  federated=True)
+    dp_level: str = option("sample", "fl.dp-level", "sample: DP-SGD at each site; client: server-side clipping + noise of "
+                           "updates; distributed: noise shares summed under SecAgg+", federated=True,
+                           choices=("sample", "client", "distributed"))
+    sample_rate: float = option(0.0, "fl.sample-rate", "distributed DP: every site's Poisson rate q (one step per round); 0: "
+                                "each site's recipe", federated=True)
+    secagg_m: int = option(0, "fl.secagg-m", "distributed DP: m, the sites whose noise shares the guarantee counts on (each "
+                           "adds 1/m of the variance; SecAgg+ threshold = m); 0: every connected site", federated=True)
     aggregation: str = option("ffa", "fl.aggregation", "ffa (FFA-LoRA: A frozen at its shared seeded init, only B and the "
                               "head trained and sent) or fedavg (all LoRA arrays)", federated=True, choices=("ffa", "fedavg"))
     client_noise: float = option(-1.0, "fl.client-noise", "client-level DP noise multiplier (dp-level client); -1: calibrated to --epsilon", federated=True)
@@ -94,13 +102,15 @@ class RunConfig:
             raise InputError(f"--epsilon must be positive (or inf), got {self.epsilon}")
         if not 0 < self.delta < 1:
             raise InputError(f"--delta must lie strictly between 0 and 1, got {self.delta}")
-        if not self.lr >= 0:
-            raise InputError(f"--lr must be positive (or 0 for the optimizer's default), got {self.lr}")
-        positive = ("epochs", "batch_size", "max_grad_norm", "lora_rank", "max_length", "sites", "rounds",
-                    "local_epochs", "synthetic_reports", "client_clip", "alpha", "min_sites")
+        for name in ("lr", "epochs", "batch_size", "max_grad_norm", "local_epochs"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive (or 0 for the recipe's), got {getattr(self, name)}")
+        positive = ("lora_rank", "max_length", "sites", "rounds", "synthetic_reports", "client_clip", "alpha", "min_sites")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.sample_rate <= 1 or self.secagg_m < 0:
+            raise InputError("--sample-rate must lie in [0, 1] and --secagg-m must be 0 or positive")
         if self.site_batch_size < 0:
             raise InputError("--site-batch-size must be 0 (automatic) or positive")
         if self.client_noise < 0 and self.client_noise != -1:
@@ -113,25 +123,11 @@ class RunConfig:
         return not math.isinf(self.epsilon)
 
     @property
-    def train_optimizer(self) -> str:
-        """The optimizer this run uses: `auto` is plain SGD under DP and Adam without it (both measured, README)."""
-        if self.optimizer != "auto":
-            return self.optimizer
-        return "sgd" if self.private and self.dp_level == "sample" else "adam"
-
-    @property
-    def train_lr(self) -> float:
-        """The learning rate this run uses: `lr`, or the optimizer's measured default when `lr` is 0."""
-        if self.lr:
-            return self.lr
-        return SGD_LR_PER_256 * self.batch_size / 256 if self.train_optimizer == "sgd" else ADAM_LR
-
-    @property
     def lora_target_list(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
 
     def to_dict(self) -> dict:
-        return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
+        return {k: to_json(v) for k, v in asdict(self).items()}
 
     # ---- Flower run config: kebab-case keys with dotted groups, only bool/int/float/str values
 
@@ -162,8 +158,17 @@ class RunConfig:
         return RunConfig.from_dict({**asdict(self), **changes})
 
 
-def _flower_value(value):
+def to_json(value):
+    """Non-private is `math.inf` in memory and on the wire, and the string "inf" on disk (JSON has no infinity)."""
     return "inf" if isinstance(value, float) and math.isinf(value) else value
+
+
+def from_json(value) -> float:
+    """The inverse of `to_json` for a budget: "inf" (or inf, or None from an old record) → math.inf."""
+    return math.inf if value in ("inf", None) or (isinstance(value, float) and math.isinf(value)) else float(value)
+
+
+_flower_value = to_json
 
 
 def _coerce(f, raw):

@@ -9,6 +9,7 @@ import numpy as np
 from common.config import RunConfig
 from common.datasets import ReportSet, load_ct_rate, load_mimic_cxr, load_table
 from common.errors import InputError
+from common.labels import CT_RATE, MIMIC_CXR
 from common.partition import dataset_splits, partition_sites
 from common.synthetic import generate
 from common.tokens import TokenizedReports, tokenize
@@ -20,15 +21,29 @@ def load_reports(cfg: RunConfig) -> ReportSet:
     if cfg.dataset in ("mimic-cxr", "ct-rate", "csv") and not cfg.data:
         raise InputError(f"--dataset {cfg.dataset} needs --data PATH")
     if cfg.dataset == "synthetic-mimic":
-        return generate("mimic-cxr", n_reports=cfg.synthetic_reports, seed=cfg.seed, label_noise=cfg.label_noise).to_report_set(cfg.uncertainty)
+        return generate("mimic-cxr", n_reports=cfg.synthetic_reports, seed=cfg.seed, label_noise=cfg.label_noise,
+                        difficulty=cfg.synthetic_difficulty).to_report_set(cfg.uncertainty)
     if cfg.dataset == "synthetic-ctrate":
-        return generate("ct-rate", n_reports=cfg.synthetic_reports, seed=cfg.seed, label_noise=cfg.label_noise).to_report_set()
+        return generate("ct-rate", n_reports=cfg.synthetic_reports, seed=cfg.seed, label_noise=cfg.label_noise,
+                        difficulty=cfg.synthetic_difficulty).to_report_set()
     if cfg.dataset == "mimic-cxr":
         return load_mimic_cxr(cfg.data, labeler=cfg.labeler, uncertainty=cfg.uncertainty)
     if cfg.dataset == "ct-rate":
         return load_ct_rate(cfg.data)
     columns = [c.strip() for c in cfg.label_columns.split(",") if c.strip()] or None
     return load_table(cfg.data, text_column=cfg.text_column, label_columns=columns, uncertainty=cfg.uncertainty)
+
+
+def label_names_for(cfg: RunConfig) -> tuple[str, ...]:
+    """The label set a run trains: the data set's, or a csv run's named columns (the server builds its head from it)."""
+    if cfg.dataset in ("synthetic-mimic", "mimic-cxr"):
+        return MIMIC_CXR.labels
+    if cfg.dataset in ("synthetic-ctrate", "ct-rate"):
+        return CT_RATE.labels
+    columns = tuple(c.strip() for c in cfg.label_columns.split(",") if c.strip())
+    if not columns:
+        raise InputError("a federated csv run needs data.label-columns so that the server can build the head")
+    return columns
 
 
 @dataclass
@@ -64,51 +79,17 @@ class PreparedData:
         return list(zip(*parts))
 
 
-def prepare(cfg: RunConfig, tokenizer, reports: ReportSet | None = None) -> PreparedData:
-    """Load (unless given), split by patient and tokenize (cached) the reports of `cfg`."""
+def prepare(cfg: RunConfig, tokenizer, reports: ReportSet | None = None, *, split_seed: int | None = None,
+            fractions: tuple[float, float] | None = None, cache=None, splits=None) -> PreparedData:
+    """Load (unless given), split by patient and tokenize (cached) the reports of `cfg`.
+
+    A deployed site passes its own `split_seed` and (val, test) `fractions`, kept in its state
+    folder: the run config never decides which of a site's reports are held out."""
     reports = load_reports(cfg) if reports is None else reports
     if len(reports) == 0:
         raise InputError("the data set holds no reports")
-    train, val, test = dataset_splits(reports, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
-    ids = tokenize(reports.texts, tokenizer, max_length=cfg.max_length, fingerprint=reports.fingerprint())
+    val_fraction, test_fraction = fractions or (cfg.val_fraction, cfg.test_fraction)
+    train, val, test = splits or dataset_splits(reports, val_fraction=val_fraction, test_fraction=test_fraction,
+                                                seed=cfg.seed if split_seed is None else split_seed)
+    ids = tokenize(reports.texts, tokenizer, max_length=cfg.max_length, fingerprint=reports.fingerprint(), cache=cache)
     return PreparedData(reports, ids, train, val, test)
-
-
-@dataclass(frozen=True)
-class Site:
-    """Who a client is: a partition of one data set (simulation) or a hospital's own files (deployment)."""
-
-    index: int
-    count: int
-    name: str
-    data_path: str = ""  # deployment: the site's own reports
-    data_format: str = ""  # mimic-cxr, ct-rate or csv
-
-    @classmethod
-    def from_node_config(cls, node_config: dict) -> "Site":
-        """Flower node config → Site. Simulation gives partition-id/num-partitions; a hospital's
-        SuperNode gives data-path, data-format and site-name (and nothing about patients)."""
-        path = str(node_config.get("data-path", ""))
-        fmt = str(node_config.get("data-format", ""))
-        if path and fmt not in ("mimic-cxr", "ct-rate", "csv"):
-            raise InputError(f"node config data-format {fmt!r} must be mimic-cxr, ct-rate or csv")
-        if path and "partition-id" not in node_config:
-            # The server tells sites apart by this number in their replies (per-site ε, history).
-            raise InputError("node config needs a distinct partition-id per site (0, 1, 2, ...) beside data-path")
-        index = int(node_config.get("partition-id", 0))
-        count = int(node_config.get("num-partitions", 1))
-        return cls(index, count, str(node_config.get("site-name", f"site-{index}")), path, fmt)
-
-
-def site_data(cfg: RunConfig, site: Site, tokenizer, pool: PreparedData | None = None):
-    """This site's data and its (train, val, test) report indices.
-
-    A site with its own files splits them by patient; a simulated site takes its partition of
-    each split of the shared data set `pool` (see `PreparedData.site_splits`).
-    """
-    if site.data_path:
-        data = prepare(cfg.replace(dataset=site.data_format, data=site.data_path), tokenizer)
-        return data, data.train, data.val, data.test
-    data = pool or prepare(cfg, tokenizer)
-    train, val, test = data.site_splits(cfg.replace(sites=site.count))[site.index]
-    return data, train, val, test

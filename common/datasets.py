@@ -42,18 +42,10 @@ class ReportSet:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, index) -> "ReportSet":
-        index = [int(i) for i in index]
-        pick = lambda xs: None if xs is None else [xs[i] for i in index]  # noqa: E731
-        return ReportSet(
-            texts=pick(self.texts),
-            labels=self.labels[index],
-            label_names=self.label_names,
-            patient_ids=pick(self.patient_ids),
-            study_ids=pick(self.study_ids),
-            sites=pick(self.sites),
-            splits=pick(self.splits),
-        )
+    def with_labels(self, names, columns) -> "ReportSet":
+        """The same reports with only the label columns `columns` (named `names`)."""
+        return ReportSet(self.texts, self.labels[:, list(columns)], tuple(names), self.patient_ids, self.study_ids, self.sites,
+                         self.splits, dict(self.skipped))
 
     def fingerprint(self) -> str:
         """A hash of the texts, the key of the token cache."""

@@ -1,8 +1,8 @@
 """Multi-label classification metrics: weighted F1 (the paper's headline), micro, macro, samples.
 
-Predictions are probabilities thresholded at 0.5; no threshold is tuned on held-out reports
-(that would spend privacy budget the ledger does not see). Labels that are NaN (uncertain under
-the `ignore` policy) are left out of the label they belong to.
+Predictions are probabilities thresholded at 0.5 or at per-label thresholds (common/thresholds.py
+says where they may come from). Labels that are NaN (uncertain under the `ignore` policy) are left
+out of the label they belong to.
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_s
 THRESHOLD = 0.5
 
 
-def compute_metrics(targets: np.ndarray, probs: np.ndarray, label_names, *, threshold: float = THRESHOLD) -> dict:
-    """Weighted/micro/macro/samples F1 and per-label precision, recall, F1, support and AUROC."""
+def compute_metrics(targets: np.ndarray, probs: np.ndarray, label_names, *, threshold=THRESHOLD) -> dict:
+    """Weighted/micro/macro/samples F1 and per-label precision, recall, F1, support and AUROC.
+
+    `threshold` is one number or one per label."""
     targets = np.asarray(targets, dtype=np.float32)
     probs = np.asarray(probs, dtype=np.float32)
     if targets.shape != probs.shape:
         raise ValueError(f"targets {targets.shape} and probabilities {probs.shape} differ in shape")
     known = ~np.isnan(targets)
     truth = np.nan_to_num(targets, nan=0.0).astype(int)
-    pred = (probs >= threshold).astype(int)
+    pred = (probs >= np.asarray(threshold, dtype=np.float32)).astype(int)
     # An ignored cell counts as a true negative: it can neither help nor hurt a label's F1.
     pred_masked = np.where(known, pred, 0)
     with warnings.catch_warnings():

@@ -205,14 +205,15 @@ def build_classifier(name: str, label_names, *, lora: LoraSpec = LoraSpec(), dev
 ADAPTER_META = "radfl.json"
 
 
-def save_classifier(classifier: Classifier, folder, *, model_name: str, max_length: int) -> Path:
-    """PEFT adapter (LoRA + head) and tokenizer, plus what is needed to rebuild the base model."""
+def save_classifier(classifier: Classifier, folder, *, model_name: str, max_length: int, thresholds: dict | None = None) -> Path:
+    """PEFT adapter (LoRA + head) and tokenizer, plus what is needed to rebuild the base model and its decision thresholds."""
     import json
 
     folder = Path(folder)
     classifier.model.save_pretrained(folder)
     classifier.tokenizer.save_pretrained(folder)
-    meta = {"model": model_name, "source": classifier.source, "label_names": list(classifier.label_names), "max_length": max_length}
+    meta = {"model": model_name, "source": classifier.source, "label_names": list(classifier.label_names), "max_length": max_length,
+            "thresholds": thresholds or {n: 0.5 for n in classifier.label_names}}
     (folder / ADAPTER_META).write_text(json.dumps(meta, indent=2))
     return folder
 

@@ -20,15 +20,19 @@ def versions() -> dict:
     return found
 
 
-def write_record(folder, record: dict) -> Path:
-    """Write `metrics.json` atomically: a reader never sees half a record."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "metrics.json"
+def write_json_atomic(path, data, *, indent: int | None = 1) -> Path:
+    """Write JSON to a temporary file and rename it: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=_plain))
+    tmp.write_text(json.dumps(data, indent=indent, default=_plain))
     tmp.replace(path)
     return path
+
+
+def write_record(folder, record: dict) -> Path:
+    """Write `metrics.json` atomically."""
+    return write_json_atomic(Path(folder) / "metrics.json", record, indent=2)
 
 
 def save_predictions(folder, targets, probs) -> Path:

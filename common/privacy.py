@@ -10,13 +10,30 @@ that this ledger does not see.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import warnings
 from dataclasses import asdict, dataclass, field
 
 from common.errors import InputError
 
 ACCOUNTANTS = ("prv", "rdp")
+
+
+def secure_generator(device="cpu"):
+    """A torch generator seeded from the operating system's entropy, for DP noise and Poisson sampling.
+
+    The guarantee assumes that nobody can predict or replay the noise, nor know which reports a
+    Poisson batch took (amplification by subsampling, Balle et al. 2018, needs the sample to be
+    secret). A run seed, or anything the server sends, must never reach these draws. 64 bits from
+    `os.urandom` per generator; Opacus' `secure_mode` (torchcsprng) is not available for this torch
+    build, so radfl applies Opacus' floating-point mitigation (the sum of 4 draws, Holohan et al.
+    2021) with this generator instead (see `common.training`).
+    """
+    import torch
+
+    return torch.Generator(device=device).manual_seed(int.from_bytes(os.urandom(8), "little"))
 
 
 def check_budget(*, epsilon: float, delta: float, n_examples: int) -> None:
@@ -43,8 +60,14 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
     """The smallest noise multiplier σ whose ε after `steps` steps at rate q stays ≤ the target.
 
     A target no σ can reach (the RDP accountant cannot go below ε ≈ 0.1 at small q, say) is an
-    `InputError`, not a crash.
+    `InputError`, not a crash. A pure function of its arguments, so it is memoized: the PRV
+    accountant takes seconds, and a site plans the same run every round.
     """
+    return _calibrate(float(target_epsilon), float(delta), float(sample_rate), int(steps), str(accountant))
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
     from opacus.accountants.utils import get_noise_multiplier
 
     if steps < 1 or not 0 < sample_rate <= 1:
@@ -63,10 +86,13 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, 
 
 
 def epsilon_spent(history, *, delta: float, accountant: str = "prv") -> float:
-    """ε of a history of (σ, q, steps) entries; 0 for an empty history."""
-    history = [tuple(h) for h in history if h[2] > 0]
-    if not history:
-        return 0.0
+    """ε of a history of (σ, q, steps) entries; 0 for an empty history (memoized: a pure function)."""
+    history = tuple((float(s), float(q), int(n)) for s, q, n in history if n > 0)
+    return _spent(history, float(delta), str(accountant)) if history else 0.0
+
+
+@functools.lru_cache(maxsize=1024)
+def _spent(history: tuple, delta: float, accountant: str) -> float:
     acc = _accountant(accountant)
     acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
     with warnings.catch_warnings():

@@ -6,6 +6,10 @@ pneumonia") or negated ("no pleural effusion"), normal studies are common, and a
 labeler's mistakes are simulated with a label-noise rate. Four hospitals differ in scenario mix
 (prevalence), phrasing preferences, verbosity and report structure, so partitioning by hospital
 gives naturally non-IID sites. Everything is a pure function of the seed.
+
+This is the "easy" difficulty. `difficulty="realistic"` (`common.synthetic_realistic`) writes
+reports about as hard for a classifier as real ones: priors, abbreviations, long negation
+macros, impression-only findings and a CheXpert-like labeler's mistakes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from common.labels import CT_RATE, MIMIC_CXR, LabelSet
 from common.synthetic_phrases import (
     CT_CLEAR, CT_FINDINGS, CT_INDICATIONS, CT_NORMAL, MIMIC_CLEAR, MIMIC_FINDINGS, MIMIC_INDICATIONS, MIMIC_NORMAL, SLOTS,
 )
+from common.synthetic_realistic import VOICES, generate_realistic
 
 # Scenario → probability that each finding is present. Findings outside a scenario appear at
 # BACKGROUND_RATE, which keeps every label possible in every hospital.
@@ -42,6 +47,7 @@ CT_SCENARIOS = {
     "post-surgical": {"Medical material": .9, "Atelectasis": .5, "Pleural effusion": .45, "Arterial wall calcification": .4},
 }
 BACKGROUND_RATE = 0.02
+DIFFICULTIES = ("easy", "realistic")
 TEMPORAL = ("unchanged from the prior study", "new since the prior study", "slightly improved", "similar to prior")
 
 
@@ -54,21 +60,22 @@ class HospitalStyle:
     negation_rate: float  # chance that an absent finding is explicitly negated
     headed: bool  # FINDINGS:/IMPRESSION: headers, or one unheaded paragraph
     numbered_impression: bool
+    voice: str = "templated"  # how it writes realistic reports: a key of synthetic_realistic.VOICES
 
 
 HOSPITALS = (
     HospitalStyle("st-elsewhere-academic", {"normal": 2, "heart-failure": 2, "critical-care": 3, "infection": 1.5, "oncology": 1, "trauma": .5, "chronic": 1,
                                             "cardiovascular": 2, "copd": 1, "fibrosis": 1, "post-surgical": 2.5},
-                  verbose=True, hedge_rate=.2, negation_rate=.45, headed=True, numbered_impression=True),
+                  verbose=True, hedge_rate=.2, negation_rate=.45, headed=True, numbered_impression=True, voice="templated"),
     HospitalStyle("county-general", {"normal": 3, "heart-failure": 1, "critical-care": 1, "infection": 3, "oncology": .3, "trauma": 2.5, "chronic": 1,
                                      "cardiovascular": 1.5, "copd": 2, "fibrosis": .5, "post-surgical": .5},
-                  verbose=False, hedge_rate=.1, negation_rate=.3, headed=True, numbered_impression=False),
+                  verbose=False, hedge_rate=.1, negation_rate=.3, headed=True, numbered_impression=False, voice="terse"),
     HospitalStyle("lakeview-clinic", {"normal": 6, "heart-failure": 1, "critical-care": .2, "infection": 1, "oncology": .5, "trauma": .3, "chronic": 2.5,
                                       "cardiovascular": 2, "copd": 1.5, "fibrosis": 1, "post-surgical": .3},
-                  verbose=True, hedge_rate=.15, negation_rate=.25, headed=False, numbered_impression=False),
+                  verbose=True, hedge_rate=.15, negation_rate=.25, headed=False, numbered_impression=False, voice="narrative"),
     HospitalStyle("harbor-cancer-center", {"normal": 1.5, "heart-failure": .5, "critical-care": 1, "infection": 1, "oncology": 4, "trauma": .2, "chronic": 1,
                                            "cardiovascular": 1, "copd": 1, "fibrosis": 1, "post-surgical": 1.5},
-                  verbose=True, hedge_rate=.25, negation_rate=.35, headed=True, numbered_impression=True),
+                  verbose=True, hedge_rate=.25, negation_rate=.35, headed=True, numbered_impression=True, voice="oncologic"),
 )
 
 
@@ -98,18 +105,29 @@ class SyntheticReports:
 
 
 def generate(kind: str = "mimic-cxr", *, n_reports: int = 2000, seed: int = 0, label_noise: float = 0.03,
-             hospitals: tuple[HospitalStyle, ...] = HOSPITALS) -> SyntheticReports:
+             hospitals: tuple[HospitalStyle, ...] = HOSPITALS, difficulty: str = "easy") -> SyntheticReports:
     """`n_reports` synthetic reports of `kind` (mimic-cxr or ct-rate), deterministic in `seed`.
 
     `label_noise` is the chance that the simulated labeler gets a mentioned finding wrong
     (a positive or hedged finding labelled 0; a negated one labelled 1 at a fifth of that rate).
+    `difficulty` "easy" gives the clean templated reports (unchanged output for a seed);
+    "realistic" gives reports about as hard as real ones (`common.synthetic_realistic`), where
+    the labeler also makes CheXpert-like mistakes on top of `label_noise`.
     """
     if kind not in ("mimic-cxr", "ct-rate"):
         raise ValueError(f"unknown synthetic kind {kind!r}")
     if not 0.0 <= label_noise < 0.5:
         raise ValueError("label_noise must lie in [0, 0.5)")
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; use one of {', '.join(DIFFICULTIES)}")
     ct = kind == "ct-rate"
     label_set, bank = (CT_RATE, CT_FINDINGS) if ct else (MIMIC_CXR, MIMIC_FINDINGS)
+    if difficulty == "realistic":
+        unknown = sorted({h.voice for h in hospitals} - set(VOICES))
+        if unknown:
+            raise ValueError(f"unknown hospital voice(s) {', '.join(unknown)}; use one of {', '.join(VOICES)}")
+        fields = generate_realistic(kind, n_reports=n_reports, seed=seed, label_noise=label_noise, hospitals=hospitals)
+        return SyntheticReports(label_set, **fields)
     scenarios = CT_SCENARIOS if ct else MIMIC_SCENARIOS
     rng = np.random.default_rng(seed)
     # Each hospital prefers some phrasings over others: a fixed Dirichlet draw per hospital.

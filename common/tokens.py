@@ -1,9 +1,11 @@
 """Tokenize once, cache on disk, pad per batch.
 
-Token ids are cached under `$RADFL_CACHE` (default `~/.cache/radfl/tokens`) keyed by the texts'
-hash, the tokenizer and the maximum length, so a federated client that reads its data every round
-and a sweep that trains many cells on one data set tokenize each data set once. Batches are padded
-to their own longest report, never to a fixed length: sequence length is the cost of training.
+Token ids are cached under `$RADFL_CACHE` (default `~/.cache/radfl/tokens`; a deployed site keeps
+them in its own state folder) keyed by the texts' hash, the tokenizer and the maximum length, so a
+sweep that trains many cells on one data set tokenizes each data set once. Token ids decode to the
+report text: the cache is a plain copy of the reports, so its folder and files are owner-only
+(0700 / 0600) and `radfl site-clean` removes a site's. Batches are padded to their own longest
+report, never to a fixed length: sequence length is the cost of training.
 """
 
 from __future__ import annotations
@@ -21,21 +23,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RADFL_CACHE", Path.home() / ".cache" / "radfl")) / "tokens"
 
 
-def tokenize(texts: list[str], tokenizer, *, max_length: int, fingerprint: str) -> list[np.ndarray]:
-    """Token ids (truncated to `max_length`) of each text, from the cache when it has them."""
+def tokenize(texts: list[str], tokenizer, *, max_length: int, fingerprint: str, cache: Path | None = None) -> list[np.ndarray]:
+    """Token ids (truncated to `max_length`) of each text, from the cache (`cache` or `cache_dir()`) when it has them."""
     vocab = hashlib.sha256(str(sorted(tokenizer.get_vocab().items())[:2000]).encode()).hexdigest()[:12]
     key = f"{fingerprint}-{type(tokenizer).__name__}-{vocab}-{len(tokenizer)}-{max_length}"
-    path = cache_dir() / f"{key}.npz"
+    path = Path(cache or cache_dir()) / f"{key}.npz"
     if path.is_file():
         with np.load(path) as stored:
             flat, offsets = stored["flat"], stored["offsets"]
         return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     ids = [np.asarray(e, dtype=np.int32) for e in encoded]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
     offsets = np.concatenate([[0], np.cumsum([len(e) for e in ids])]).astype(np.int64)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez(tmp, flat=np.concatenate(ids) if ids else np.zeros(0, np.int32), offsets=offsets)
+    os.chmod(tmp, 0o600)
     tmp.replace(path)  # atomic: concurrent simulated clients never read half a file
     return ids
 

@@ -1,9 +1,9 @@
 """The coordinating site: a Flower ServerApp that averages LoRA adapters, never reports.
 
-FedAvg (weighted by training examples) over the adapter arrays; FFA-LoRA when configured (the
-sites' A matrices stay at their shared seeded initialization, only B and the head travel);
-optional client-level DP through Flower's server-side clipping wrapper; central evaluation of
-the global adapter each round where the server holds a test split; a checkpoint every round.
+FedAvg over the adapter arrays (weighted by each site's public weight); FFA-LoRA when configured (the
+sites' A matrices stay at the shared public start, only B and the head travel); radfl's client-level
+DP aggregate; distributed DP under Flower's SecAgg+ (server/secure.py); the server's own evaluation
+where it holds reports (simulations); a checkpoint every round.
 """
 
 from __future__ import annotations
@@ -13,16 +13,37 @@ import time
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 
-from common import records as R
 from common.config import RunConfig
 from common.runtime import configure_threads
 from server.federation import FederationRun, client_noise_multiplier
-from server.strategy import AdapterFedAvg
+from server.strategy import AdapterFedAvg, ClientLevelDP
 
 app = ServerApp()
 log = logging.getLogger("radfl.server")
+
+
+def poll_faster(grid: Grid, *, first: float = 0.05, longest: float = 1.0) -> None:
+    """Flower's HTTP grid waits 3 s between polls for replies; a round of SecAgg+ has four exchanges and a
+    distributed-DP run dozens of rounds, so that sleep alone would cost minutes. Poll with a short,
+    growing interval instead (same semantics: push, then pull until every reply or the timeout)."""
+
+    def send_and_receive(messages, *, timeout: float | None = None):
+        pending = set(grid.push_messages(messages))
+        end = time.time() + (timeout or 0.0)
+        replies, pause = [], first
+        while timeout is None or time.time() < end:
+            got = list(grid.pull_messages(pending))
+            replies.extend(got)
+            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            if not pending:
+                break
+            time.sleep(pause)
+            pause = min(longest, pause * 1.5)
+        return replies
+
+    if hasattr(grid, "push_messages") and hasattr(grid, "pull_messages"):
+        grid.send_and_receive = send_and_receive
 
 
 def wait_for_sites(grid: Grid, wanted: int, seconds: float, minimum: int) -> int:
@@ -40,41 +61,45 @@ def wait_for_sites(grid: Grid, wanted: int, seconds: float, minimum: int) -> int
     return count
 
 
+def run_rounds(grid: Grid, run: FederationRun, cfg: RunConfig, sites: int) -> None:
+    """The Message-API rounds: train at every connected site, aggregate, evaluate, checkpoint."""
+    offset = run.done_rounds
+    options = dict(history=run.history, round_offset=offset, min_replies=cfg.min_sites, final_round=run.remaining_rounds,
+                   site_evaluation=run.evaluator.data is None, fraction_train=1.0, fraction_evaluate=1.0,
+                   # Sample every connected site each round, but never wait for a lost one.
+                   min_train_nodes=cfg.min_sites, min_evaluate_nodes=cfg.min_sites, min_available_nodes=cfg.min_sites)
+    if cfg.dp_level == "client":
+        strategy = ClientLevelDP(noise_multiplier=client_noise_multiplier(cfg), clipping_norm=cfg.client_clip, **options)
+    else:
+        strategy = AdapterFedAvg(**options)
+
+    def end_of_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None  # the start (public warm start or initialization) was evaluated before, or is not worth it
+        metrics = run.end_round(server_round + offset, {k: v.numpy() for k, v in arrays.items()})
+        return MetricRecord({k: float(metrics[k]) for k in ("weighted_f1", "micro_f1", "macro_f1")}) if metrics else None
+
+    strategy.start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in run.arrays().items()}),
+                   num_rounds=run.remaining_rounds, train_config=ConfigRecord(), evaluate_fn=end_of_round)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     configure_threads()
     cfg = RunConfig.from_flower(context.run_config)
-    run = FederationRun(cfg)
+    poll_faster(grid)
+    run = FederationRun(cfg, log=log.info)
     sites = wait_for_sites(grid, cfg.sites, seconds=float(cfg.wait_seconds), minimum=cfg.min_sites)
-    run.start_clock()
-    strategy = AdapterFedAvg(
-        round_offset=run.done_rounds, min_replies=cfg.min_sites, on_train_round=run.record_train,
-        on_evaluate_round=run.record_evaluate,
-        # With a server-held test split the sites evaluate once, at the end; without one, every round.
-        site_evaluation_rounds=None if run.eval_data is None else {run.remaining_rounds},
-        fraction_train=1.0, fraction_evaluate=1.0,
-        # Sample every connected site each round, but never wait for a lost one: a site that
-        # drops out is skipped instead of blocking the round.
-        min_train_nodes=cfg.min_sites, min_evaluate_nodes=cfg.min_sites, min_available_nodes=cfg.min_sites)
-    if cfg.dp_level == "client":
-        strategy = DifferentialPrivacyServerSideFixedClipping(
-            strategy, noise_multiplier=client_noise_multiplier(cfg), clipping_norm=cfg.client_clip, num_sampled_clients=sites)
-    offset = run.done_rounds
-
-    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if server_round == 0 and offset > 0:
-            return None  # resumed: round `offset` was evaluated before the interruption
-        metrics = run.evaluate(server_round + offset, {k: v.numpy() for k, v in arrays.items()})
-        if metrics is None:
-            return None
-        return MetricRecord({k: float(metrics[k]) for k in ("weighted_f1", "micro_f1", "macro_f1")})
-
+    run.history.start_clock()
     if run.remaining_rounds:
-        strategy.start(
-            grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in run.initial_arrays().items()}),
-            num_rounds=run.remaining_rounds, train_config=ConfigRecord({"local-epochs": cfg.local_epochs}),
-            evaluate_fn=evaluate)
+        if cfg.dp_level == "distributed":
+            from server.secure import run_secure_rounds
+
+            run_secure_rounds(grid, context, run, cfg, sites)
+        else:
+            run_rounds(grid, run, cfg, sites)
     record = run.finish(sites)
     if run.remaining_rounds and record["federation"]["rounds_done"] == 0:
+        reasons = sorted({r["reason"] for r in run.history.site_rows()})
         # Recorded in metrics.json; failing the run makes `flwr list` (and `radfl submit`) say so.
-        raise RuntimeError("no round updated the global adapter: every site failed or declined (see metrics.json history)")
+        raise RuntimeError(f"no round updated the global adapter: every site failed or declined ({', '.join(reasons)}; see metrics.json history)")

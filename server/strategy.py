@@ -1,69 +1,103 @@
-"""FedAvg over adapter arrays, weighted by training examples, that records every site's reply.
+"""FedAvg over adapter arrays that records every site's reply, and radfl's client-level DP aggregate.
 
-Flower's FedAvg does the weighted average. This subclass adds what a privacy officer needs: each
-site's ε, σ, q and steps per round, sites that declined (budget spent) or failed, and a round
-with too few usable replies that leaves the global adapter unchanged instead of ending the run.
+Flower's FedAvg does the weighted average (weights: each site's public `num-examples`, derived from
+its sampling rate and batch size, never an exact count). The subclass records each reply in the run's
+`RoundHistory`, skips sites that declined or failed, keeps the global adapter when fewer than
+`min_replies` sites trained, and asks the sites to evaluate only the final adapter.
 """
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
 from common import records as R
+from server.history import RoundHistory, site_row
 
 
 class AdapterFedAvg(FedAvg):
-    def __init__(self, *, round_offset: int = 0, min_replies: int = 1, on_train_round=None, on_evaluate_round=None,
-                 site_evaluation_rounds=None, **kwargs):
-        super().__init__(weighted_by_key=R.NUM_EXAMPLES, arrayrecord_key=R.ARRAYS, configrecord_key=R.CONFIG, **kwargs)
+    def __init__(self, *, history: RoundHistory, round_offset: int = 0, min_replies: int = 1, final_round: int = 0,
+                 site_evaluation: bool = True, **kwargs):
+        super().__init__(weighted_by_key=R.WEIGHT, arrayrecord_key=R.ARRAYS, configrecord_key=R.CONFIG, **kwargs)
+        self.history = history
         self.round_offset = round_offset  # rounds finished before a resume
         self.min_replies = min_replies
-        self.on_train_round = on_train_round  # callback(global_round, rows, aggregated: bool)
-        self.on_evaluate_round = on_evaluate_round  # callback(global_round, rows)
-        # Server rounds in which the sites evaluate on their own test splits (None: every round).
-        self.site_evaluation_rounds = site_evaluation_rounds
-        self.train_rows: dict[int, list[dict]] = {}
-        self.evaluate_rows: dict[int, list[dict]] = {}
+        self.final_round = final_round  # server round whose adapter the sites may evaluate (their policy decides)
+        self.site_evaluation = site_evaluation
+        self.sent: ArrayRecord | None = None
+        self.sampled = 0
 
     def configure_train(self, server_round, arrays, config, grid):
         config[R.GLOBAL_ROUND] = server_round + self.round_offset
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.sent, self.sampled = arrays, len(messages)
+        return messages
 
     def configure_evaluate(self, server_round, arrays, config, grid):
-        if self.site_evaluation_rounds is not None and server_round not in self.site_evaluation_rounds:
+        if not self.site_evaluation or server_round != self.final_round:
             return []
+        config[R.FINAL] = 1
         return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round, replies):
         replies = list(replies)
-        rows, usable = [], []
-        for reply in replies:
-            if reply.has_error():
-                rows.append({"status": "failed", "error_code": int(reply.error.code), "error": reply.error.reason.splitlines()[-1][:300]})
-                continue
-            metrics = dict(reply.content[R.METRICS])
-            declined = metrics.get(R.DECLINED, 0.0) >= 1.0 or R.ARRAYS not in reply.content.array_records
-            row = {"status": "declined" if declined else "trained", **{k: float(v) for k, v in metrics.items()}}
-            if not declined:  # what this site sent: the serialized adapter arrays
-                row["bytes"] = sum(len(a.data) for a in reply.content[R.ARRAYS].values())
-            rows.append(row)
-            if not declined:
-                usable.append(reply)
+        rows = [site_row(r) for r in replies]
+        usable = [r for r, row in zip(replies, rows) if row["status"] == "trained"]
         global_round = server_round + self.round_offset
-        self.train_rows[global_round] = rows
         if len(usable) < self.min_replies:
-            if self.on_train_round:
-                self.on_train_round(global_round, rows, False)
-            return None, None  # too few replies: the global adapter stays as it was
-        arrays, metrics = super().aggregate_train(server_round, usable)
-        if self.on_train_round:
-            self.on_train_round(global_round, rows, arrays is not None)
+            self.history.record_train(global_round, rows, False, f"too few usable replies (< {self.min_replies}): global adapter unchanged")
+            return None, None
+        arrays, metrics = self.combine(usable)
+        self.history.record_train(global_round, rows, arrays is not None)
         return arrays, metrics
 
+    def combine(self, usable):
+        """FedAvg of the trained replies, weighted by their public weights."""
+        return super().aggregate_train(0, usable)
+
     def aggregate_evaluate(self, server_round, replies):
-        usable = [r for r in replies if not r.has_error()]
-        rows = [{k: float(v) for k, v in dict(r.content[R.METRICS]).items()} for r in usable]
-        self.evaluate_rows[server_round + self.round_offset] = rows
-        if self.on_evaluate_round:
-            self.on_evaluate_round(server_round + self.round_offset, rows)
-        return super().aggregate_evaluate(server_round, usable) if usable else None
+        rows = []
+        for reply in replies:
+            row = site_row(reply)
+            if row["status"] == "trained":  # an evaluation that was answered
+                metrics = dict(reply.content[R.METRICS])
+                row = {"site": row["site"], "status": "evaluated", "test_reports": int(metrics.get(R.TEST_REPORTS, 0)),
+                       **{k.replace("-", "_"): float(metrics[k]) for k in R.EVAL_METRICS if k in metrics}}
+            rows.append(row)
+        self.history.record_site_evaluation(server_round + self.round_offset, rows)
+        return None
+
+
+class ClientLevelDP(AdapterFedAvg):
+    """Client-level DP (McMahan et al. 2018, DP-FedAvg with a fixed denominator): each site's update is
+    clipped to C, the clipped updates are summed over the sites that trained, and the sum is divided by
+    the number of sites *sampled* — a site that declines or fails contributes zero — plus Gaussian noise
+    of standard deviation σC/n. One site changes the average by at most C/n whatever the others do, so
+    each round is a Gaussian mechanism with multiplier σ on every site's whole contribution, and R
+    rounds compose to the ε recorded (q = 1: every site is sampled every round). Uniform weights: a
+    site-reported size would change the sensitivity. The server sees each raw update: this protects
+    against other sites and the model's users, not against the server (README, privacy).
+    """
+
+    def __init__(self, *, noise_multiplier: float, clipping_norm: float, **kwargs):
+        super().__init__(**kwargs)
+        self.noise_multiplier, self.clipping_norm = noise_multiplier, clipping_norm
+        self.generator = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))  # noise nobody can replay
+
+    def combine(self, usable):
+        base = {k: v.numpy().astype(np.float64) for k, v in self.sent.items()}
+        total = {k: np.zeros_like(v) for k, v in base.items()}
+        for reply in usable:
+            update = {k: v.numpy().astype(np.float64) - base[k] for k, v in reply.content[R.ARRAYS].items()}
+            norm = float(np.sqrt(sum((u**2).sum() for u in update.values())))
+            scale = min(1.0, self.clipping_norm / (norm + 1e-12))
+            for k, u in update.items():
+                total[k] += u * scale
+        n = max(self.sampled, len(usable))
+        std = self.noise_multiplier * self.clipping_norm / n
+        arrays = ArrayRecord({k: Array((base[k] + total[k] / n + self.generator.normal(0.0, std, size=base[k].shape)).astype(np.float32))
+                              for k in base})
+        return arrays, MetricRecord({"sites-aggregated": len(usable), "sites-sampled": n})

@@ -50,10 +50,46 @@ def cmd_federate(args) -> int:
     from simulations.federated import run_federated
     from simulations.results import summary_table
 
-    record = run_federated(_config(args, federated=True), show_progress=not args.quiet)
+    record = run_federated(_config(args, federated=True), show_progress=not args.quiet, node_config=args.node_config)
     print(summary_table(record))
     print(f"\nglobal adapter: {os.path.join(args.out, 'adapter')}\nmetrics: {os.path.join(args.out, 'metrics.json')}")
     return 0
+
+
+def cmd_baseline(args) -> int:
+    """TF-IDF + logistic regression and its DP twin on the splits `radfl train` would use."""
+    from common.baselines import run_baselines
+    from common.data import prepare
+    from common.model import load_tokenizer
+    from common.outputs import write_json_atomic
+
+    cfg = _config(args, federated=False)
+    data = prepare(cfg, load_tokenizer(cfg.model))
+    result = run_baselines(data, epsilon=cfg.epsilon, delta=cfg.delta, seed=cfg.seed, accountant=cfg.accountant)
+    print(f"{cfg.dataset}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test reports")
+    for name, entry in result.items():
+        label = "TF-IDF + logistic regression (no DP)" if name == "tfidf_logreg" else f"DP logistic regression (epsilon {entry['epsilon']})"
+        auroc = entry["metrics"].get("macro_auroc")
+        print(f"{label:<48} weighted F1 {entry['metrics']['weighted_f1']:.4f}   macro AUROC {auroc if auroc is None else round(auroc, 4)}   "
+              f"{entry['seconds']:.1f} s")
+    path = write_json_atomic(os.path.join(args.out, "baselines.json"), {"config": cfg.to_dict(), "baselines": result}, indent=2)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def cmd_warm_start(args) -> int:
+    from common.warmstart import ensure
+
+    cfg = _config(args, federated=False).replace(warm_start="synthetic")
+    warm = ensure(cfg)
+    print(f"warm start for {cfg.dataset} labels, model {cfg.model}: {warm.path}\nsha256 {warm.sha256}\n{warm.record()['private_data']}")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from simulations.audit import audit_command
+
+    return audit_command(args, _config(args, federated=True))
 
 
 def cmd_predict(args) -> int:
@@ -76,7 +112,8 @@ def cmd_synth(args) -> int:
     if os.path.exists(args.out) and os.listdir(args.out):
         raise InputError(f"{args.out} is not empty; choose a new folder (radfl synth never overwrites data)")
     kind = "mimic-cxr" if args.layout == "mimic-cxr" else "ct-rate"
-    data = generate(kind, n_reports=args.reports, seed=args.seed, label_noise=args.label_noise, hospitals=hospitals)
+    data = generate(kind, n_reports=args.reports, seed=args.seed, label_noise=args.label_noise, hospitals=hospitals,
+                    difficulty=args.difficulty)
     writer = write_mimic_cxr if kind == "mimic-cxr" else write_ct_rate
     writer(data, args.out, seed=args.seed)
     print(f"wrote {args.reports} synthetic {kind} reports in the {args.layout} layout to {args.out}")
@@ -113,7 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     federate = sub.add_parser("federate", help="federated DP-LoRA over simulated hospitals (Flower simulation engine)")
     _add_config_options(federate, federated=True, defaults={"out": "runs/federated"})
     federate.add_argument("--quiet", action="store_true", help="no progress output")
+    federate.add_argument("--node-config", default="", help="site policy of every simulated site (\"max-epsilon=1 "
+                          "lifetime-epsilon=4 ...\"), or per site (\"0: max-epsilon=1; 1: require-dp=true\"); default: what the run asks")
     federate.set_defaults(func=cmd_federate)
+
+    baseline = sub.add_parser("baseline", help="TF-IDF + logistic regression and its DP twin on the splits of radfl train")
+    _add_config_options(baseline, federated=False, defaults={"out": "runs/baseline"})
+    baseline.set_defaults(func=cmd_baseline)
+
+    warm = sub.add_parser("warm-start", help="build (once) and show the public warm start of a label set and model")
+    _add_config_options(warm, federated=False)
+    warm.set_defaults(func=cmd_warm_start)
+
+    from simulations.audit import add_audit_arguments
+
+    audit = sub.add_parser("audit", help="privacy audit with canaries: an empirical lower bound on epsilon (one training run)")
+    add_audit_arguments(audit, _add_config_options)
+    audit.set_defaults(func=cmd_audit)
 
     predict = sub.add_parser("predict", help="per-label probabilities from a saved adapter")
     predict.add_argument("--adapter", required=True, help="adapter folder of a run (DIR/adapter)")
@@ -132,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--label-noise", type=float, default=0.03)
     synth.add_argument("--hospital", default="", help="only this hospital's style (default: all four)")
+    synth.add_argument("--difficulty", choices=("realistic", "easy"), default="realistic", help="as varied as real reports, or clean templates")
     synth.add_argument("--out", required=True)
     synth.set_defaults(func=cmd_synth)
 
@@ -148,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     from simulations.deploy import add_deploy_arguments  # pilot-certs, submit: one SuperNode per hospital
 
     add_deploy_arguments(sub)
+    from simulations.site_tools import add_site_arguments
+
+    add_site_arguments(sub)
     from simulations.bench import add_bench_arguments
 
     bench = sub.add_parser("bench", help="DP and federation overhead, bytes per round, inference throughput")
@@ -168,9 +225,11 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args, extra) if getattr(args, "passthrough", False) else args.func(args) or 0)
     except InputError as error:
         print(f"radfl: error: {error}", file=sys.stderr)
         return 2

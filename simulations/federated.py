@@ -14,24 +14,46 @@ import tempfile
 import time
 from pathlib import Path
 
+from clients.handlers import site_plan
+from clients.policy import SIMULATED_SITES_ENV, simulated_sites_env
 from common.config import RunConfig
-from common.data import load_reports
+from common.data import prepare
 from common.errors import InputError
-from common.partition import dataset_splits, partition_sites
-from clients.site import plan_ledger, site_batch_size
-from common.data import Site
+from common.model import load_tokenizer
+from common.warmstart import ensure as ensure_warm_start
 from simulations.flower import BIN, FlowerCLI, RunFailed, app_dir, failure_reason, free_port, stop_tree
 
 
+def default_site_policy(cfg: RunConfig) -> str:
+    """Simulated sites' policy when the researcher gives none: exactly what this run asks for (the
+    researcher owns the data), and plain metrics of the final adapter. `--node-config` overrides keys."""
+    eps = "inf" if not cfg.private else f"{cfg.epsilon:g}"
+    return (f"max-epsilon={eps} lifetime-epsilon=inf require-dp={str(cfg.private and cfg.dp_level != 'client').lower()} "
+            f"allow-client-level-dp={str(cfg.dp_level == 'client').lower()} allow-distributed-dp={str(cfg.dp_level == 'distributed').lower()} "
+            f"allow-evaluation=final max-delta={cfg.delta:g}")
+
+
+def distributed_plan(cfg: RunConfig) -> RunConfig:
+    """Distributed DP runs centralized DP-SGD's recipe at the pool's size: its q at every site, one step per round."""
+    if cfg.dp_level != "distributed" or cfg.sample_rate:
+        return cfg
+    from common.recipe import choose
+
+    pool = prepare(cfg, load_tokenizer(cfg.model))
+    recipe = choose(len(pool.train), epsilon=cfg.epsilon, delta=cfg.delta, accountant=cfg.accountant, batch_size=cfg.batch_size,
+                    epochs=cfg.epochs, optimizer=cfg.optimizer, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm)
+    return cfg.replace(sample_rate=recipe.sample_rate, rounds=recipe.steps, max_grad_norm=recipe.max_grad_norm)
+
+
 def preflight(cfg: RunConfig) -> None:
-    """Fail in a second, before any Flower process starts: data, partitions, every site's budget."""
-    reports = load_reports(cfg)
-    train, _, _ = dataset_splits(reports, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
-    for k, site in enumerate(partition_sites(reports, train, n_sites=cfg.sites, scheme=cfg.partition, alpha=cfg.alpha, seed=cfg.seed)):
+    """Fail in seconds, before any Flower process starts: data, the sites' partitions and plans, the warm start."""
+    pool = prepare(cfg, load_tokenizer(cfg.model))
+    for k, (train, _, _) in enumerate(pool.site_splits(cfg)):
         try:
-            plan_ledger(cfg, len(site), site_batch_size(cfg, Site(k, cfg.sites, f"site-{k}"), len(site), len(train)))
+            site_plan(cfg, len(train), private=cfg.private and cfg.dp_level != "client")
         except InputError as error:
-            raise InputError(f"site {k} ({len(site)} training reports): {error}") from None
+            raise InputError(f"site {k} ({len(train)} training reports): {error}") from None
+    ensure_warm_start(cfg)  # built once here, so that the server and every site find it cached
 
 
 def client_resources(device: str) -> str:
@@ -45,8 +67,9 @@ def client_resources(device: str) -> str:
     return f"client-resources-num-cpus={cores if not cuda else max(1, cores // 4)} client-resources-num-gpus={gpus}"
 
 
-def run_federated(cfg: RunConfig, *, show_progress: bool = True, timeout: float = 6 * 3600) -> dict:
-    cfg = cfg.replace(out=os.path.abspath(cfg.out))
+def run_federated(cfg: RunConfig, *, show_progress: bool = True, timeout: float = 6 * 3600, node_config: str = "") -> dict:
+    cfg = distributed_plan(cfg.replace(out=os.path.abspath(cfg.out)))
+    policies = simulated_sites_env(default_site_policy(cfg) + (";" + node_config if node_config else ""), cfg.sites)
     preflight(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,6 +79,7 @@ def run_federated(cfg: RunConfig, *, show_progress: bool = True, timeout: float 
         f'[superlink]\ndefault = "radfl"\n\n[superlink.radfl]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
     cli = FlowerCLI(home, "radfl")
     cli.env["RADFL_STATE_DIR"] = str(out / "site-state")  # simulated sites keep their ledgers beside the run
+    cli.env[SIMULATED_SITES_ENV] = policies
     log_path = out / "flower.log"
     with open(home / "superlink.log", "w") as link_log:
         link = subprocess.Popen(
@@ -75,7 +99,7 @@ def run_federated(cfg: RunConfig, *, show_progress: bool = True, timeout: float 
     if status != "finished:completed":
         reason = failure_reason(logs)
         if "InputError" in logs:
-            raise InputError(reason)
+            raise InputError(reason)  # the ServerApp rejected the run configuration
         raise RunFailed(f"the federated run ended {status}: {reason} (log: {log_path})")
     metrics = out / "metrics.json"
     if not metrics.is_file():
@@ -106,9 +130,10 @@ class _Progress:
             if entry["round"] > self.seen and "global" in entry:
                 self.seen = entry["round"]
                 f1 = (entry.get("global") or {}).get("weighted_f1")
-                eps = [s["epsilon-spent"] for s in entry.get("sites", []) if s.get("status") != "failed" and "epsilon-spent" in s]
-                spent = "n/a" if not eps else "inf (no DP)" if max(eps) < 0 else f"{max(eps):.3f}"  # sites send -1 without DP
+                eps = [float(s["epsilon_spent"]) for s in entry.get("sites", []) if s.get("status") == "trained" and "epsilon_spent" in s]
+                declined = [s["reason"] for s in entry.get("sites", []) if s.get("status") != "trained"]
+                spent = "n/a" if not eps else "inf (no DP)" if max(eps) == float("inf") else f"{max(eps):.3f}"
                 print(f"round {entry['round']}/{self.rounds}: global weighted F1 "
                       f"{'n/a' if f1 is None else f'{f1:.4f}'}, max site epsilon {spent}, "
-                      f"{time.monotonic() - self.started:.0f} s", flush=True)
+                      f"{time.monotonic() - self.started:.0f} s" + (f"; declined/failed: {', '.join(declined)}" if declined else ""), flush=True)
         return finished

@@ -68,17 +68,19 @@ def predict_command(args) -> int:
     probs = predict_texts(classifier, texts, max_length=meta["max_length"], device=device, batch_size=args.batch_size)
     seconds = time.perf_counter() - started
     names = classifier.label_names
+    cut = meta.get("thresholds") or {}
+    thresholds = np.array([float(cut.get(n, 0.5)) for n in names], dtype=np.float32)
     if args.text is not None and not args.output:
-        print(f"{'label':<36}{'probability':>12}")
-        for name, p in sorted(zip(names, probs[0]), key=lambda x: -x[1]):
-            print(f"{name:<36}{p:>12.3f}{'  *' if p >= 0.5 else ''}")
-        print("\n* predicted positive (probability >= 0.5)")
+        print(f"{'label':<36}{'probability':>12}{'threshold':>11}")
+        for name, p, t in sorted(zip(names, probs[0], thresholds), key=lambda x: -x[1]):
+            print(f"{name:<36}{p:>12.3f}{t:>11.2f}{'  *' if p >= t else ''}")
+        print("\n* predicted positive (probability >= the label's threshold, saved with the adapter)")
         return 0
     handle = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     writer = csv.writer(handle)
-    writer.writerow(["index", *names])
+    writer.writerow(["index", *names, *(f"{n} (positive)" for n in names)])
     for i, row in enumerate(probs):
-        writer.writerow([i, *(f"{p:.4f}" for p in row)])
+        writer.writerow([i, *(f"{p:.4f}" for p in row), *(int(p >= t) for p, t in zip(row, thresholds))])
     if args.output:
         handle.close()
         print(f"wrote probabilities of {len(texts)} reports to {args.output} ({len(texts) / max(seconds, 1e-9):.1f} reports/s)")

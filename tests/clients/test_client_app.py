@@ -1,6 +1,7 @@
-"""The ClientApp called with real Flower messages: what leaves a site, and its privacy ledger."""
+"""The ClientApp called with real Flower messages: what leaves a site, its policy, its lifetime ledger."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,12 +12,15 @@ from common.adapters import adapter_names, full_model_bytes, get_adapter_state, 
 from common.config import RunConfig
 from common.labels import MIMIC_CXR
 from common.model import LoraSpec, build_classifier
+from common.records import Reason
 from tests.flower_helpers import array_record, context, evaluate_message, train_message
+
+ALLOWED = {"max-epsilon": 5.0, "lifetime-epsilon": 20.0, "max-delta": 2e-3}
 
 
 def _cfg(tmp_path, **changes):
-    base = dict(model="tiny", synthetic_reports=300, batch_size=16, delta=1e-3, rounds=3, local_epochs=1, epsilon=2.0,
-                aggregation="fedavg", out=str(tmp_path / "run"))
+    base = dict(model="tiny", synthetic_reports=300, batch_size=16, delta=1e-3, rounds=3, epochs=3, epsilon=2.0,
+                aggregation="fedavg", out=str(tmp_path / "run"), synthetic_difficulty="easy")
     return RunConfig(**{**base, **changes})
 
 
@@ -24,27 +28,35 @@ def _global(cfg):
     return get_adapter_state(build_classifier(cfg.model, MIMIC_CXR.labels, lora=LoraSpec(frozen_a=cfg.aggregation == "ffa")).model)
 
 
-@pytest.fixture
-def site_state(tmp_path):
-    return {"state-dir": str(tmp_path / "site-state")}
+def _node(tmp_path, **policy):
+    return {"state-dir": str(tmp_path / "site-state"), **ALLOWED, **policy}
 
 
-def test_reply_holds_only_adapter_arrays_and_scalar_metrics(tmp_path, site_state):
+def _train(cfg, arrays, node, *, server_round=1, run_id=1, partition=0):
+    ctx = context(cfg, partition=partition, **node)
+    ctx.run_id = run_id
+    return app(train_message(arrays, server_round), ctx)
+
+
+def _reason(reply) -> Reason:
+    return Reason(int(reply.content["metrics"]["reason"]))
+
+
+def test_reply_holds_only_adapter_arrays_and_data_independent_numbers(tmp_path):
     cfg = _cfg(tmp_path)
     arrays = _global(cfg)
-    reply = app(train_message(arrays), context(cfg, **site_state))
+    reply = _train(cfg, arrays, _node(tmp_path))
     content = reply.content
+    assert _reason(reply) == Reason.OK
     assert set(content.array_records) == {"arrays"} and set(content.metric_records) == {"metrics"} and not content.config_records
     sent = {k: v.numpy() for k, v in content["arrays"].items()}
-    reference = build_classifier("tiny", MIMIC_CXR.labels).model
-    assert list(sent) == adapter_names(reference)  # exactly the PEFT adapter state: LoRA A/B + head
-    assert all(".lora_A." in k or ".lora_B." in k or "classifier" in k for k in sent)
+    assert list(sent) == adapter_names(build_classifier("tiny", MIMIC_CXR.labels).model)  # LoRA A/B + head, nothing else
     assert all(v.dtype == np.float32 and v.shape == arrays[k].shape for k, v in sent.items())
-    n_train = content["metrics"]["num-examples"]
-    assert all(v.shape[0] != n_train for v in sent.values())  # nothing per example
-    for key, value in content["metrics"].items():
-        assert isinstance(value, (int, float)), key  # scalars only: no text, no token ids, no lists
-    assert n_train > 16 and content["metrics"]["declined"] == 0.0  # examples, not batches
+    # Only the ledger's numbers, a reason code and the public weight: no loss, no timing, no exact count.
+    assert set(content["metrics"]) == {"declined", "reason", "site-index", "num-examples", "epsilon-spent", "lifetime-epsilon",
+                                       "noise-multiplier", "sample-rate", "steps"}
+    metrics = content["metrics"]
+    assert metrics["num-examples"] == round(1 / metrics["sample-rate"]) * 16  # derived from q and the batch, not counted
     assert not all(np.array_equal(sent[k], arrays[k]) for k in sent)  # it trained
 
 
@@ -57,66 +69,193 @@ def test_minilm_sends_under_one_percent_of_the_model():
     assert state_bytes(get_adapter_state(ffa)) < 0.55 * state_bytes(get_adapter_state(model))  # FFA-LoRA: about half
 
 
-def test_ledger_accumulates_over_rounds_then_the_site_declines(tmp_path, site_state):
+def test_the_run_ledger_accumulates_then_the_site_declines(tmp_path):
     cfg = _cfg(tmp_path, rounds=2)
-    arrays = _global(cfg)
-    ctx = context(cfg, **site_state)
+    arrays, node = _global(cfg), _node(tmp_path)
     spent = []
     for server_round in (1, 2):
-        reply = app(train_message(arrays, server_round), ctx)
+        reply = _train(cfg, arrays, node, server_round=server_round)
         spent.append(reply.content["metrics"]["epsilon-spent"])
         arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
-    assert 0 < spent[0] < spent[1] <= cfg.epsilon and spent[1] > 0.9 * cfg.epsilon
-    ledger = json.loads(ctx.state.config_records["privacy-ledger"]["json"])
-    # σ fixed for the whole run (the accountant merges equal (σ, q) entries and adds their steps)
-    assert all(h[0] == ledger["noise_multiplier"] for h in ledger["history"])
-    assert sum(h[2] for h in ledger["history"]) == ledger["planned_steps"]
-    third = app(train_message(arrays, 3), ctx)  # beyond the planned rounds: the budget cannot afford it
-    assert third.content["metrics"]["declined"] == 1.0 and "arrays" not in third.content.array_records
+    assert 0 < spent[0] < spent[1] <= cfg.epsilon * 1.01 and spent[1] > 0.9 * cfg.epsilon
+    third = _train(cfg, arrays, node, server_round=3)  # beyond the planned rounds: the run's budget cannot afford it
+    assert _reason(third) == Reason.RUN_BUDGET_SPENT and "arrays" not in third.content.array_records
     assert third.content["metrics"]["epsilon-spent"] == pytest.approx(spent[1])
 
 
-def test_ledger_survives_a_lost_context_through_the_site_file(tmp_path, site_state):
-    cfg = _cfg(tmp_path, rounds=2)
-    arrays = _global(cfg)
-    first = app(train_message(arrays, 1), context(cfg, **site_state))
-    # A restarted SuperNode (or a resumed run) has an empty context.state: ε must not reset.
-    second = app(train_message(arrays, 2), context(cfg, state=RecordDict(), **site_state))
-    assert second.content["metrics"]["epsilon-spent"] > first.content["metrics"]["epsilon-spent"]
-    assert second.content["metrics"]["steps"] == 2 * first.content["metrics"]["steps"]
+@pytest.fixture
+def hospital(tmp_path):
+    """A deployed site: its own reports in the MIMIC-CXR layout, named by its node config."""
+    from common.layouts import write_mimic_cxr
+    from common.synthetic import generate
+
+    folder = tmp_path / "hospital"
+    write_mimic_cxr(generate("mimic-cxr", n_reports=240, seed=5), folder, seed=5)
+    return {"data-path": str(folder), "data-format": "mimic-cxr", "partition-id": 0, "state-dir": str(tmp_path / "hospital-state"),
+            **ALLOWED}
 
 
-def test_ffa_lora_sends_no_a_and_keeps_a_unchanged(tmp_path, site_state):
-    from clients.site import session
-    from common.data import Site
-
-    cfg = _cfg(tmp_path, aggregation="ffa")
-    arrays = _global(cfg)
-    a_before = {n: p.detach().clone() for n, p in build_classifier("tiny", MIMIC_CXR.labels).model.named_parameters() if ".lora_A." in n}
-    reply = app(train_message(arrays), context(cfg, **site_state))
-    sent = {k: v.numpy() for k, v in reply.content["arrays"].items()}
-    assert sent and not any(".lora_A." in k for k in sent) and any(".lora_B." in k for k in sent)
-    trained = session(cfg, Site(0, 3, "site-0")).classifier.model
-    for name, param in trained.named_parameters():
-        if ".lora_A." in name:
-            assert np.array_equal(param.detach().numpy(), a_before[name].numpy()), name
+def _deployed(cfg, arrays, node, *, run_id):
+    ctx = context(cfg, **node)
+    ctx.node_config.pop("num-partitions")
+    ctx.run_id = run_id
+    return app(train_message(arrays, 1), ctx)
 
 
-def test_evaluate_reports_metrics_on_the_site_test_split(tmp_path, site_state):
+def test_a_new_run_output_and_seed_cannot_reset_the_lifetime_ledger(tmp_path, hospital):
+    """Two runs with different run.out and seeds on the same site data add up; the third is declined."""
+    node = {**hospital, "lifetime-epsilon": 3.0}
+    arrays = _global(_cfg(tmp_path))
+    runs = [_cfg(tmp_path, dataset="mimic-cxr", warm_start="none", rounds=1, out=str(tmp_path / name), seed=seed) for name, seed in (("a", 0), ("b", 1), ("c", 2))]
+    first = _deployed(runs[0], arrays, node, run_id=11)
+    second = _deployed(runs[1], arrays, node, run_id=12)
+    life = [r.content["metrics"]["lifetime-epsilon"] for r in (first, second)]
+    assert _reason(first) == _reason(second) == Reason.OK and life[1] > life[0] > 0
+    assert life[1] > first.content["metrics"]["epsilon-spent"] * 1.2  # composed (about sqrt(2) x for two equal runs), not reset
+    third = _deployed(runs[2], arrays, node, run_id=13)
+    assert _reason(third) == Reason.LIFETIME_BUDGET_SPENT and "arrays" not in third.content.array_records
+
+
+@pytest.mark.parametrize("changes, policy, reason", [
+    ({"epsilon": math.inf}, {}, Reason.NON_PRIVATE_REFUSED),
+    ({"epsilon": 8.0}, {}, Reason.EPSILON_ABOVE_POLICY),
+    ({"delta": 3e-3}, {}, Reason.DELTA_ABOVE_POLICY),
+    ({"dp_level": "client"}, {}, Reason.CLIENT_LEVEL_REFUSED),
+    ({"dp_level": "distributed"}, {}, Reason.DISTRIBUTED_REFUSED),
+    ({"model": "minilm"}, {"models": "tiny"}, Reason.MODEL_NOT_ALLOWED),
+    ({}, {"privacy-unit": "patient"}, Reason.UNIT_REFUSED),
+])
+def test_each_policy_violation_is_declined_with_its_reason_and_no_arrays(tmp_path, changes, policy, reason):
+    cfg = _cfg(tmp_path, **changes)
+    reply = _train(cfg, _global(_cfg(tmp_path)), _node(tmp_path, **policy))
+    assert _reason(reply) == reason and reply.content["metrics"]["declined"] == 1.0
+    assert "arrays" not in reply.content.array_records
+
+
+def _crafted(arrays, how):
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    head = next(k for k in arrays if "classifier" in k and k.endswith("weight"))
+    if how == "inf":
+        arrays[head][0, 0] = np.inf
+    elif how == "nan":
+        arrays[head][0, 0] = np.nan
+    elif how == "huge":
+        arrays[head][0, 0] = 3e38
+    elif how == "shape":
+        arrays[head] = arrays[head][:, :-1]
+    elif how == "dtype":
+        arrays[head] = arrays[head].astype(np.float64)
+    elif how == "extra":
+        arrays["base_model.model.encoder.embeddings.word_embeddings.weight"] = np.zeros((2, 2), np.float32)
+    return arrays
+
+
+@pytest.mark.parametrize("how, reason", [("inf", Reason.ADAPTER_NOT_FINITE), ("nan", Reason.ADAPTER_NOT_FINITE),
+                                         ("huge", Reason.ADAPTER_OUT_OF_RANGE), ("shape", Reason.ADAPTER_REJECTED),
+                                         ("dtype", Reason.ADAPTER_REJECTED), ("extra", Reason.ADAPTER_REJECTED)])
+def test_each_hostile_adapter_is_declined_before_training(tmp_path, how, reason):
     cfg = _cfg(tmp_path)
-    reply = app(evaluate_message(_global(cfg)), context(cfg, partition=1, **site_state))
-    metrics = reply.content["metrics"]
-    assert metrics["num-examples"] > 0 and 0 <= metrics["weighted-f1"] <= 1 and metrics["site-index"] == 1
-    assert not reply.content.array_records
+    reply = _train(cfg, _crafted(_global(cfg), how), _node(tmp_path))
+    assert _reason(reply) == reason and "arrays" not in reply.content.array_records
+    assert reply.content["metrics"].get("steps", 0) == 0  # nothing was charged or trained
+
+
+def test_a_changed_frozen_a_is_declined_and_an_equal_one_accepted(tmp_path):
+    cfg = _cfg(tmp_path, aggregation="ffa")
+    model = build_classifier("tiny", MIMIC_CXR.labels, lora=LoraSpec(frozen_a=True)).model
+    full = get_adapter_state(model, trainable_only=False)
+    a_name = next(k for k in full if ".lora_A." in k)
+    assert _reason(_train(cfg, full, _node(tmp_path))) == Reason.OK  # the shared start itself is fine
+    changed = {**full, a_name: full[a_name] + np.float32(0.01)}  # within range, but not the shared A
+    assert _reason(_train(cfg, changed, _node(tmp_path), run_id=2)) == Reason.FROZEN_CHANGED
+
+
+def test_two_requests_for_the_same_round_do_not_share_noise(tmp_path):
+    """A replayed round must not carry the same noise: the difference of two replies is not the noise-free one."""
+    cfg = _cfg(tmp_path, rounds=4)
+    arrays, node = _global(cfg), _node(tmp_path)
+    first = _train(cfg, arrays, node, server_round=1)
+    second = _train(cfg, arrays, node, server_round=1)  # the same round and adapter, asked twice
+    a = {k: v.numpy() for k, v in first.content["arrays"].items()}
+    b = {k: v.numpy() for k, v in second.content["arrays"].items()}
+    assert any(not np.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert second.content["metrics"]["steps"] == 2 * first.content["metrics"]["steps"]  # and the replay was charged
+
+
+def test_no_error_text_or_data_value_reaches_the_server(tmp_path):
+    csv = tmp_path / "reports.csv"
+    csv.write_text("text,patient_name,edema\nsmall effusion,Jane Doe-0,1\nno edema,John Roe-1,0\n")
+    cfg = _cfg(tmp_path, dataset="csv", label_columns="patient_name")  # the server names a sensitive column
+    node = _node(tmp_path, **{"data-path": str(csv), "data-format": "csv", "label-columns": "patient_name"})
+    node.pop("state-dir")
+    node["state-dir"] = str(tmp_path / "csv-state")
+    ctx = context(cfg, **node)
+    ctx.node_config.pop("num-partitions")
+    reply = app(train_message(_global(_cfg(tmp_path)), 1), ctx)
+    assert not reply.has_error() and reply.content["metrics"]["declined"] == 1.0
+    text = json.dumps({k: float(v) for k, v in reply.content["metrics"].items()})
+    assert "Jane" not in text and "Doe" not in text
+    log = (tmp_path / "csv-state" / "site.log").read_text()
+    assert "Jane Doe-0" in log  # the details stay in the site's own log
+
+
+def test_labels_the_site_does_not_allow_are_declined(tmp_path):
+    csv = tmp_path / "reports.csv"
+    csv.write_text("text,patient_name,edema,patient_id\nsmall effusion,Jane,1,p1\nno edema,John,0,p2\n")
+    cfg = _cfg(tmp_path, dataset="csv", label_columns="patient_name")
+    node = {"data-path": str(csv), "data-format": "csv", "label-columns": "edema", "state-dir": str(tmp_path / "s"), "partition-id": 0}
+    ctx = context(cfg, **node)
+    ctx.node_config.pop("num-partitions")
+    reply = app(train_message(_global(_cfg(tmp_path)), 1), ctx)
+    assert _reason(reply) == Reason.LABELS_NOT_ALLOWED
+
+
+def test_a_deployed_site_without_data_path_refuses(tmp_path):
+    cfg = _cfg(tmp_path)
+    ctx = context(cfg, **{"state-dir": str(tmp_path / "s")})
+    ctx.node_config.pop("num-partitions")  # not Flower's simulation: a hospital's SuperNode
+    reply = app(train_message(_global(cfg), 1), ctx)
+    assert _reason(reply) == Reason.NO_DATA and "arrays" not in reply.content.array_records
+    typo = context(cfg, **{"data_path": "/data", "state-dir": str(tmp_path / "s")})
+    assert _reason(app(train_message(_global(cfg), 1), typo)) != Reason.OK  # an unknown key is an error, not a default
+
+
+def test_evaluation_releases_only_what_the_policy_allows(tmp_path):
+    cfg = _cfg(tmp_path)
+    arrays = _global(cfg)
+    refused = app(evaluate_message(arrays), context(cfg, **_node(tmp_path)))
+    assert _reason(refused) == Reason.EVALUATION_NOT_ALLOWED and set(refused.content["metrics"]) == {"declined", "reason", "site-index"}
+    node = _node(tmp_path, **{"allow-evaluation": "final"})
+    first = app(evaluate_message(arrays), context(cfg, **node))
+    assert _reason(first) == Reason.OK and first.content["metrics"]["num-examples"] > 0
+    assert first.content["metrics"]["weighted-f1"] >= 0 and not first.content.array_records
+    again = app(evaluate_message(arrays), context(cfg, **node))  # a second query in the same run: refused
+    assert _reason(again) == Reason.EVALUATION_ALREADY_RELEASED
+
+
+def test_a_crash_right_after_training_never_under_counts(tmp_path, monkeypatch):
+    import clients.handlers as handlers
+    from common.ledger import all_ledgers
+
+    cfg = _cfg(tmp_path)
+
+    def crash(*args, **kwargs):
+        raise MemoryError("the machine died after the round was charged")
+
+    monkeypatch.setattr(handlers, "train_local", crash)
+    reply = _train(cfg, _global(cfg), _node(tmp_path))
+    assert _reason(reply) == Reason.SITE_ERROR
+    ledgers = all_ledgers(tmp_path / "site-state")
+    assert len(ledgers) == 1 and sum(r.steps for r in ledgers[0].releases) > 0  # charged before training
 
 
 def test_sites_hold_disjoint_patients(tmp_path):
+    from clients.policy import SitePolicy
     from clients.site import session
-    from common.data import Site
 
     cfg = _cfg(tmp_path)
     patients = []
     for k in range(3):
-        s = session(cfg, Site(k, 3, f"site-{k}"))
+        s = session(cfg, SitePolicy.from_node_config({"partition-id": k, "num-partitions": 3}, environ={}))
         patients.append({s.data.reports.patient_ids[i] for i in s.train})
     assert not (patients[0] & patients[1]) and not (patients[1] & patients[2]) and not (patients[0] & patients[2])

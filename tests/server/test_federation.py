@@ -1,4 +1,4 @@
-"""The server's run state: central evaluation, checkpoints every round, resume."""
+"""The server's run state: evaluation where it holds reports, checkpoints every round, resume."""
 
 import json
 
@@ -11,30 +11,33 @@ from server.federation import FederationRun, client_noise_multiplier
 
 
 def _cfg(tmp_path, **changes):
-    return RunConfig(**{**dict(model="tiny", synthetic_reports=200, rounds=3, delta=1e-3, out=str(tmp_path / "fed")), **changes})
+    base = dict(model="tiny", synthetic_reports=200, rounds=3, delta=1e-3, out=str(tmp_path / "fed"), synthetic_difficulty="easy")
+    return RunConfig(**{**base, **changes})
 
 
 def test_checkpoint_each_round_and_resume_from_the_last(tmp_path):
     cfg = _cfg(tmp_path)
     run = FederationRun(cfg)
     assert run.done_rounds == 0 and run.remaining_rounds == 3
-    start = run.initial_arrays()
-    assert run.evaluate(0, start) is None  # the initial adapter is not worth evaluating
+    start = run.arrays()
     moved = {k: v + 0.01 * (i + 1) for i, (k, v) in enumerate(start.items())}
-    run.record_train(1, [{"status": "trained", "site-index": 0.0}], True)
-    monitored = run.evaluate(1, moved)  # before the last round: a fixed subset of the server-held test split
-    assert monitored["n_examples"] == min(len(run.eval_data.test), 512) and 0 <= monitored["weighted_f1"] <= 1
+    run.history.record_train(1, [{"site": 0, "status": "trained", "reason": "ok"}], True)
+    monitored = run.end_round(1, moved)  # before the last round: a fixed subset of the server-held test split
+    assert monitored["n_examples"] == min(len(run.evaluator.data.test), 512)
     assert (tmp_path / "fed" / "checkpoints" / "round-001" / "adapter_config.json").is_file()
 
     resumed = FederationRun(cfg)  # a new server process on the same output folder
     assert resumed.done_rounds == 1 and resumed.remaining_rounds == 2
-    assert all(np.allclose(resumed.initial_arrays()[k], moved[k]) for k in moved)
-    assert resumed.history[0]["round"] == 1 and resumed.history[0]["aggregated"]
-    state = json.loads((tmp_path / "fed" / "checkpoints" / "state.json").read_text())
-    assert state["round"] == 1
-
+    assert all(np.allclose(resumed.arrays()[k], moved[k]) for k in moved)
+    assert resumed.history.entries[0]["round"] == 1 and resumed.history.entries[0]["aggregated"]
+    assert json.loads((tmp_path / "fed" / "checkpoints" / "state.json").read_text())["round"] == 1
     with pytest.raises(InputError, match="another configuration"):
         FederationRun(cfg.replace(lr=0.5))
+
+
+def test_a_deployed_server_holds_no_reports(tmp_path):
+    run = FederationRun(_cfg(tmp_path, dataset="mimic-cxr", warm_start="none"))
+    assert run.evaluator.data is None and run.evaluator.evaluate(final=True) is None
 
 
 def test_client_level_noise_is_calibrated_to_epsilon_over_all_rounds(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 
 from simulations.cli import main
 
-ARGS = ["federate", "--model", "tiny", "--synthetic-reports", "300", "--rounds", "2", "--batch-size", "16", "--delta", "1e-3",
-        "--epsilon", "2", "--quiet"]
+ARGS = ["federate", "--model", "tiny", "--synthetic-reports", "300", "--rounds", "2", "--batch-size", "16", "--epochs", "2",
+        "--delta", "1e-3", "--epsilon", "2", "--synthetic-difficulty", "easy", "--quiet"]
 
 
 def _flower_processes() -> set[str]:
@@ -28,18 +28,19 @@ def federated(tmp_path_factory):
     return out
 
 
-def test_federate_writes_the_train_schema_plus_federation(federated):
+def test_federate_writes_the_one_record_schema(federated):
+    from common.run_record import validate
+
     record = json.loads((federated / "metrics.json").read_text())
+    validate(record)
     assert record["mode"] == "federated"
-    assert set(record["privacy"]) >= {"epsilon_target", "epsilon_spent", "delta", "noise_multiplier", "sample_rate", "steps",
-                                      "accountant", "max_grad_norm"}
     assert set(record["metrics"]) >= {"weighted_f1", "micro_f1", "macro_f1", "per_label"}
     fed = record["federation"]
     assert fed["sites"] == 3 and fed["rounds"] == 2 and fed["partition"] == "iid"
     assert [s["site"] for s in fed["per_site"]] == [0, 1, 2]
     for site in fed["per_site"]:
-        assert set(site) >= {"site", "n_train", "epsilon_spent", "noise_multiplier", "sample_rate", "steps", "declined_rounds"}
-        assert 0 < site["epsilon_spent"] <= 2.0 and site["declined_rounds"] == 0
+        assert set(site) >= {"site", "epsilon_spent", "lifetime_epsilon", "noise_multiplier", "sample_rate", "steps", "declined_rounds"}
+        assert 0 < site["epsilon_spent"] <= 2.0 * 1.01 and site["declined_rounds"] == 0 and site["trained_rounds"] == 2
     assert record["privacy"]["epsilon_spent"] == max(s["epsilon_spent"] for s in fed["per_site"])
     assert 0 < fed["bytes_up_per_round"] < fed["full_model_bytes"] and fed["bytes_down_per_round"] > 0
     assert [h["round"] for h in record["history"]] == [1, 2] and all(h["weighted_f1"] is not None for h in record["history"])
@@ -58,5 +59,5 @@ def test_resume_continues_from_the_last_checkpoint_and_never_resets_epsilon(fede
     assert [h["round"] for h in record["history"]] == [1, 2]  # round 1 was not redone
     round2 = record["history"][1]["sites"]
     # Each site's ledger (kept on the site's disk) already holds round 2: the budget is spent, so it declines.
-    assert [s["status"] for s in round2] == ["declined"] * 3
+    assert [(s["status"], s["reason"]) for s in round2] == [("declined", "run-budget-spent")] * 3
     assert record["privacy"]["epsilon_spent"] == pytest.approx(spent_before)
