@@ -28,7 +28,7 @@ from common.errors import InputError
 from common.ledger import charge, open_ledger
 from common.metrics import compute_metrics
 from common.privacy import PrivacyLedger, calibrate_noise, epsilon_spent
-from common.recipe import choose
+from common.recipe import recipe_for
 from common.runtime import autocast_dtype
 from common.training import predict_probs, train_local
 
@@ -138,8 +138,7 @@ class SitePlan:
 def site_plan(cfg: RunConfig, n_units: int, *, private: bool) -> SitePlan:
     """The site's recipe for its own N, spread over the run's rounds; σ calibrated once for every round."""
     epsilon = cfg.epsilon if private else math.inf
-    recipe = choose(n_units, epsilon=epsilon, delta=cfg.delta, accountant=cfg.accountant, batch_size=cfg.site_batch_size or cfg.batch_size,
-                    epochs=cfg.epochs, optimizer=cfg.optimizer, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm)
+    recipe = recipe_for(cfg.replace(batch_size=cfg.site_batch_size or cfg.batch_size), n_units, epsilon=epsilon)
     per_epoch = round(1 / recipe.sample_rate)
     local = max(1, round(cfg.local_epochs * per_epoch)) if cfg.local_epochs else max(1, math.ceil(recipe.steps / cfg.rounds))
     sigma = 0.0

@@ -49,6 +49,8 @@ class RunConfig:
     batch_size: int = option(0, "train.batch-size", "expected (Poisson) batch; 0: the recipe's, from N and epsilon")
     optimizer: str = option("auto", "train.optimizer", "auto: the recipe's (Adam)", choices=("auto", "sgd", "adam"))
     lr: float = option(0.0, "train.lr", "learning rate of the LoRA matrices (the head's too when given); 0: the recipe's")
+    max_examples: int = option(0, "train.max-examples", "compute cap: examples processed at most; 0: the recipe's (40,000 "
+                               "under DP, 15,000 without)")
     seed: int = option(0, "train.seed", "seed of data split, initialization and sampling")
     device: str = option("auto", "train.device", "auto takes CUDA when present", choices=("auto", "cpu", "cuda"))
     grad_sample_mode: str = option("auto", "train.grad-sample-mode", "Opacus per-sample gradients (the guard checks any "
@@ -102,7 +104,7 @@ class RunConfig:
             raise InputError(f"--epsilon must be positive (or inf), got {self.epsilon}")
         if not 0 < self.delta < 1:
             raise InputError(f"--delta must lie strictly between 0 and 1, got {self.delta}")
-        for name in ("lr", "epochs", "batch_size", "max_grad_norm", "local_epochs"):
+        for name in ("lr", "epochs", "batch_size", "max_grad_norm", "local_epochs", "max_examples"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive (or 0 for the recipe's), got {getattr(self, name)}")
         positive = ("lora_rank", "max_length", "sites", "rounds", "synthetic_reports", "client_clip", "alpha", "min_sites")
@@ -135,7 +137,7 @@ class RunConfig:
         return {f.metadata["key"]: _flower_value(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_flower(cls, run_config: dict) -> "RunConfig":
+    def from_flower(cls, run_config: dict) -> RunConfig:
         by_key = {f.metadata["key"]: f for f in fields(cls)}
         unknown = sorted(set(run_config) - set(by_key))
         if unknown:
@@ -147,25 +149,20 @@ class RunConfig:
         return cls(**values)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunConfig":
+    def from_dict(cls, data: dict) -> RunConfig:
         names = {f.name: f for f in fields(cls)}
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise InputError(f"unknown option(s) {', '.join(unknown)}")
         return cls(**{k: _coerce(names[k], v) for k, v in data.items()})
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes) -> RunConfig:
         return RunConfig.from_dict({**asdict(self), **changes})
 
 
 def to_json(value):
     """Non-private is `math.inf` in memory and on the wire, and the string "inf" on disk (JSON has no infinity)."""
     return "inf" if isinstance(value, float) and math.isinf(value) else value
-
-
-def from_json(value) -> float:
-    """The inverse of `to_json` for a budget: "inf" (or inf, or None from an old record) → math.inf."""
-    return math.inf if value in ("inf", None) or (isinstance(value, float) and math.isinf(value)) else float(value)
 
 
 _flower_value = to_json

@@ -35,14 +35,15 @@ def write_record(folder, record: dict) -> Path:
     return write_json_atomic(Path(folder) / "metrics.json", record, indent=2)
 
 
-def save_predictions(folder, targets, probs) -> Path:
-    """Test-set targets and probabilities, for paired tests between runs on the same reports."""
+def save_predictions(folder, targets, probs, thresholds=0.5) -> Path:
+    """Test-set targets, probabilities and the decision thresholds, for paired tests between runs on the same reports."""
     import numpy as np
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "predictions.npz"
-    np.savez_compressed(path, targets=np.asarray(targets, np.float32), probs=np.asarray(probs, np.float16))
+    cut = np.broadcast_to(np.asarray(thresholds, np.float32), (np.asarray(probs).shape[1],))
+    np.savez_compressed(path, targets=np.asarray(targets, np.float32), probs=np.asarray(probs, np.float16), thresholds=cut)
     return path
 
 

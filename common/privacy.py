@@ -16,7 +16,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from common.errors import InputError
+from common.errors import BudgetError, InputError
 
 ACCOUNTANTS = ("prv", "rdp")
 
@@ -45,7 +45,7 @@ def check_budget(*, epsilon: float, delta: float, n_examples: int) -> None:
     if not 0 < delta < 1:
         raise InputError(f"delta must lie strictly between 0 and 1, got {delta}")
     if n_examples > 0 and delta >= 1.0 / n_examples:
-        raise InputError(f"delta {delta:g} must be below 1/N = {1.0 / n_examples:.2e} for N = {n_examples} training reports; lower --delta")
+        raise BudgetError(f"delta {delta:g} must be below 1/N = {1.0 / n_examples:.2e} for N = {n_examples} training reports; lower --delta")
 
 
 def _accountant(name: str):
@@ -79,7 +79,7 @@ def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: i
             return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
                                               steps=steps, accountant=accountant, epsilon_tolerance=0.01))
     except (ValueError, RuntimeError, OverflowError) as error:
-        raise InputError(
+        raise BudgetError(
             f"the {accountant} accountant cannot reach epsilon {target_epsilon:g} at delta {delta:g} with sample rate "
             f"{sample_rate:.4f} over {steps} steps ({error}); raise epsilon, use --accountant prv, or train fewer steps"
         ) from None
@@ -119,7 +119,7 @@ class PrivacyLedger:
 
     @classmethod
     def plan(cls, *, target_epsilon: float, delta: float, n_examples: int, batch_size: int, steps: int,
-             max_grad_norm: float, accountant: str = "prv") -> "PrivacyLedger":
+             max_grad_norm: float, accountant: str = "prv") -> PrivacyLedger:
         """Calibrate σ once for all `steps` of the run over `n_examples` at expected batch `batch_size`.
 
         Opacus' Poisson loader samples at q = 1 / ceil(N / B) (ceil(N / B) steps make one epoch).
@@ -143,15 +143,6 @@ class PrivacyLedger:
     def spent(self) -> float:
         return epsilon_spent(self.history, delta=self.delta, accountant=self.accountant) if self.private else math.inf
 
-    def spent_after(self, steps: int) -> float:
-        """ε this site would have spent after `steps` more steps at its σ and q."""
-        extra = [(self.noise_multiplier, self.sample_rate, steps)]
-        return epsilon_spent(list(self.history) + extra, delta=self.delta, accountant=self.accountant)
-
-    def can_afford(self, steps: int) -> bool:
-        """True when `steps` more steps keep ε within the target (1% accountant tolerance)."""
-        return not self.private or self.spent_after(steps) <= self.target_epsilon * 1.01
-
     def record(self, history) -> None:
         """Replace the history with the accountant's, which only ever grows."""
         history = [(float(s), float(q), int(n)) for s, q, n in history]
@@ -163,7 +154,7 @@ class PrivacyLedger:
         return {**asdict(self), "history": [list(h) for h in self.history]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PrivacyLedger":
+    def from_dict(cls, data: dict) -> PrivacyLedger:
         data = dict(data)
         data["history"] = [tuple(h) for h in data.get("history", [])]
         return cls(**data)

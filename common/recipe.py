@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from common.errors import InputError
+from common.errors import BudgetError, InputError
 from common.privacy import calibrate_noise, steps_per_epoch_for
 
 # ---- without DP (measured: docs/results.md)
@@ -81,11 +81,20 @@ def optimizer_for(*, private: bool, optimizer: str = "auto", lr: float = 0.0) ->
     return (opt, DP_LR, DP_HEAD_LR) if private else (opt, PLAIN_LR, PLAIN_HEAD_LR)
 
 
+def recipe_for(cfg, n_units: int, *, epsilon: float | None = None) -> Recipe:
+    """The recipe of a run configuration for `n_units` training units (the one place that maps the options)."""
+    return choose(n_units, epsilon=cfg.epsilon if epsilon is None else epsilon, delta=cfg.delta, accountant=cfg.accountant,
+                  batch_size=cfg.batch_size, epochs=cfg.epochs, optimizer=cfg.optimizer, lr=cfg.lr,
+                  max_grad_norm=cfg.max_grad_norm, max_examples=cfg.max_examples)
+
+
 def choose(n_train: int, *, epsilon: float, delta: float, accountant: str = "prv", batch_size: int = 0, epochs: float = 0,
            optimizer: str = "auto", lr: float = 0.0, max_grad_norm: float = 0.0, max_examples: int = 0) -> Recipe:
     """The recipe for `n_train` training units (reports, or patients) at (ε, δ); overrides win where given (not 0/auto)."""
     if n_train < 2:
         raise InputError(f"{n_train} training reports are too few to train on")
+    if batch_size > n_train:
+        raise InputError(f"--batch-size {batch_size} is larger than the {n_train} training reports; lower it")
     if math.isinf(epsilon):
         return _plain(n_train, batch_size=batch_size, epochs=epochs, optimizer=optimizer, lr=lr, max_examples=max_examples)
     return _private(n_train, epsilon=epsilon, delta=delta, accountant=accountant, batch_size=batch_size, epochs=epochs,
@@ -113,7 +122,7 @@ def _private(n, *, epsilon, delta, accountant, batch_size, epochs, optimizer, lr
     # More epochs at a larger ε (σ grows only slowly with the steps once subsampling amplifies), within the compute cap.
     wanted = epochs or min(DP_MAX_EPOCHS, DP_EPOCHS_AT_1 * math.sqrt(epsilon), max(1.0, budget / n))
     batches = [min(batch_size, n)] if batch_size else _batch_candidates(n)
-    tried = []
+    tried, last_error = [], None
     for batch in batches:  # smallest first: the most steps whose noise on the mean gradient stays low
         per_epoch = steps_per_epoch_for(n, batch)
         steps = max(1, round(wanted * per_epoch))
@@ -121,15 +130,15 @@ def _private(n, *, epsilon, delta, accountant, batch_size, epochs, optimizer, lr
             steps = max(steps, min(DP_MIN_STEPS, round(DP_MAX_EPOCHS * per_epoch)))
         try:
             sigma = calibrate_noise(target_epsilon=epsilon, delta=delta, sample_rate=1.0 / per_epoch, steps=steps, accountant=accountant)
-        except InputError:
+        except InputError as error:
+            last_error = error
             continue
         noise = sigma / (n / per_epoch)
         tried.append((batch, per_epoch, steps, sigma, noise))
         if noise <= DP_NOISE_TARGET:
             break
     if not tried:
-        raise InputError(f"no DP run reaches epsilon {epsilon:g} at delta {delta:g} with {n} training units; raise epsilon "
-                         f"or delta, or give more reports")
+        raise BudgetError(f"no DP run reaches epsilon {epsilon:g} at delta {delta:g} with {n} training units ({last_error})")
     batch, per_epoch, steps, sigma, noise = min(tried, key=lambda t: (t[4] > DP_NOISE_TARGET, t[4] if t[4] > DP_NOISE_TARGET else t[0]))
     opt = "adam" if optimizer == "auto" else optimizer
     rate = lr or (DP_LR if opt == "adam" else DP_SGD_LR)

@@ -72,10 +72,10 @@ class FederationRun:
         adapter = self.arrays()
         data = self.evaluator.data
         if self.evaluator.last_probs is not None:
-            save_predictions(self.out, data.reports.labels[data.test], self.evaluator.last_probs)
+            save_predictions(self.out, data.reports.labels[data.test], self.evaluator.last_probs, self.evaluator.thresholds)
         labels = self.classifier.label_names
         thresholds = self.evaluator.thresholds
-        values = {n: float(t) for n, t in zip(labels, [thresholds] * len(labels) if isinstance(thresholds, float) else thresholds)}
+        values = {n: float(t) for n, t in zip(labels, [thresholds] * len(labels) if isinstance(thresholds, float) else thresholds, strict=True)}
         save_classifier(self.classifier, self.out / "adapter", model_name=cfg.model, max_length=cfg.max_length, thresholds=values)
         server_metrics = history.last_global()
         site_metrics = history.site_evaluation_metrics()

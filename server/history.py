@@ -21,18 +21,21 @@ ROW_KEYS = {R.EPSILON_SPENT: "epsilon_spent", R.LIFETIME_EPSILON: "lifetime_epsi
             R.SAMPLE_RATE: "sample_rate", R.STEPS: "steps", R.WEIGHT: "weight"}
 
 
-def site_row(reply) -> dict:
-    """A site's reply as a history row. An error reply keeps only Flower's error code: no text is stored."""
+def site_row(reply, *, train: bool = True) -> dict:
+    """A site's reply as a history row. An error reply keeps only Flower's error code: no text is stored.
+
+    A train reply without arrays counts as declined; an evaluate reply never carries arrays.
+    """
     if reply.has_error():
         return {"site": None, "status": "failed", "reason": "site-error", "error_code": int(reply.error.code)}
     metrics = dict(reply.content[R.METRICS]) if R.METRICS in reply.content.metric_records else {}
-    declined = metrics.get(R.DECLINED, 0.0) >= 1.0 or R.ARRAYS not in reply.content.array_records
+    declined = metrics.get(R.DECLINED, 0.0) >= 1.0 or (train and R.ARRAYS not in reply.content.array_records)
     row = {"site": int(metrics.get(R.SITE_INDEX, -1)), "status": "declined" if declined else "trained",
            "reason": R.reason_name(metrics.get(R.REASON, int(R.Reason.SITE_ERROR if declined else R.Reason.OK)))}
     for key, name in ROW_KEYS.items():
         if key in metrics:
             row[name] = to_json(float(metrics[key]))
-    if not declined:
+    if train and not declined:
         row["bytes"] = sum(len(a.data) for a in reply.content[R.ARRAYS].values())
     return row
 

@@ -45,7 +45,7 @@ class AdapterFedAvg(FedAvg):
     def aggregate_train(self, server_round, replies):
         replies = list(replies)
         rows = [site_row(r) for r in replies]
-        usable = [r for r, row in zip(replies, rows) if row["status"] == "trained"]
+        usable = [r for r, row in zip(replies, rows, strict=True) if row["status"] == "trained"]
         global_round = server_round + self.round_offset
         if len(usable) < self.min_replies:
             self.history.record_train(global_round, rows, False, f"too few usable replies (< {self.min_replies}): global adapter unchanged")
@@ -61,7 +61,7 @@ class AdapterFedAvg(FedAvg):
     def aggregate_evaluate(self, server_round, replies):
         rows = []
         for reply in replies:
-            row = site_row(reply)
+            row = site_row(reply, train=False)
             if row["status"] == "trained":  # an evaluation that was answered
                 metrics = dict(reply.content[R.METRICS])
                 row = {"site": row["site"], "status": "evaluated", "test_reports": int(metrics.get(R.TEST_REPORTS, 0)),

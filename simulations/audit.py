@@ -25,7 +25,7 @@ from common.data import prepare
 from common.model import build_classifier, load_tokenizer, lora_spec, resolve_device
 from common.outputs import write_json_atomic
 from common.privacy import PrivacyLedger, epsilon_spent
-from common.recipe import choose
+from common.recipe import recipe_for
 from common.runtime import configure_threads
 from common.tokens import TokenizedReports
 from common.training import MultiLabelLoss, predict_probs, private_gradient_sum, train_local
@@ -66,8 +66,7 @@ def run_audit(cfg: RunConfig, *, mode: str = "centralized", m: int = 1000, k: in
     train_ids = list(reports.ids) + [canary_ids[i] for i in np.flatnonzero(in_reports)]
     train_labels = np.concatenate([reports.labels.numpy(), canary_labels[in_reports]])
     train = TokenizedReports(train_ids, train_labels)
-    recipe = choose(len(train), epsilon=cfg.epsilon, delta=cfg.delta, accountant=cfg.accountant, batch_size=cfg.batch_size,
-                    epochs=cfg.epochs, optimizer=cfg.optimizer, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm or 0.1)
+    recipe = recipe_for(cfg, len(train))
     clip = recipe.max_grad_norm or 0.1
     per_epoch = round(1 / recipe.sample_rate)
     sigma = recipe.noise_multiplier if cfg.private and break_mechanism != "no-noise" else 0.0

@@ -8,7 +8,6 @@ here, never in timed tests.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -20,11 +19,11 @@ from common.adapters import full_model_bytes, get_adapter_state, state_bytes
 from common.config import RunConfig
 from common.data import load_reports, prepare
 from common.errors import InputError
-from common.model import LoraSpec, build_classifier, load_tokenizer, lora_spec, resolve_device
+from common.model import LoraSpec, build_classifier, load_tokenizer, resolve_device
+from common.outputs import versions
 from common.runtime import autocast_dtype, configure_threads
 from common.tokens import make_collate
 from common.training import MultiLabelLoss, train_step
-from common.outputs import versions
 
 TARGETS = {"dp_over_non_private": 0.85, "federated_over_centralized": 1.3, "bytes_fraction": 0.01}
 

@@ -14,7 +14,7 @@ from common.model import build_classifier, load_tokenizer, lora_spec, resolve_de
 from common.outputs import save_predictions, versions
 from common.partition import dataset_splits
 from common.privacy import PrivacyLedger
-from common.recipe import choose
+from common.recipe import recipe_for
 from common.run_record import RunRecord
 from common.runtime import autocast_dtype, configure_threads
 from common.training import train_local, validation_loss
@@ -31,8 +31,7 @@ def patient_units(reports, index) -> list[list[int]]:
 
 def plan(cfg: RunConfig, n_units: int):
     """The recipe and the privacy ledger of a run over `n_units`: fails in a second on an impossible ε or δ."""
-    recipe = choose(n_units, epsilon=cfg.epsilon, delta=cfg.delta, accountant=cfg.accountant, batch_size=cfg.batch_size,
-                    epochs=cfg.epochs, optimizer=cfg.optimizer, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm)
+    recipe = recipe_for(cfg, n_units)
     ledger = PrivacyLedger.plan(target_epsilon=cfg.epsilon, delta=cfg.delta, n_examples=n_units, batch_size=recipe.batch_size,
                                 steps=recipe.steps, max_grad_norm=recipe.max_grad_norm or 1.0, accountant=cfg.accountant)
     return recipe, ledger
@@ -80,8 +79,8 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True, log=print) ->
 
         baselines = run_baselines(data, epsilon=cfg.epsilon, delta=cfg.delta, seed=cfg.seed, accountant=cfg.accountant)
     out = Path(cfg.out)
-    save_predictions(out, data.reports.labels[data.test], probs)
-    values = {n: float(t) for n, t in zip(data.label_names, [thresholds] * len(data.label_names) if isinstance(thresholds, float) else thresholds)}
+    save_predictions(out, data.reports.labels[data.test], probs, thresholds)
+    values = {n: float(t) for n, t in zip(data.label_names, [thresholds] * len(data.label_names) if isinstance(thresholds, float) else thresholds, strict=True)}
     save_classifier(classifier, out / "adapter", model_name=cfg.model, max_length=cfg.max_length, thresholds=values)
     record = RunRecord(
         mode="centralized", config=cfg.to_dict(),

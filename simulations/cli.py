@@ -6,7 +6,6 @@ Bad input is an `InputError`: one line on stderr, exit status 2, no traceback.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from dataclasses import MISSING

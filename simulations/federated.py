@@ -37,11 +37,10 @@ def distributed_plan(cfg: RunConfig) -> RunConfig:
     """Distributed DP runs centralized DP-SGD's recipe at the pool's size: its q at every site, one step per round."""
     if cfg.dp_level != "distributed" or cfg.sample_rate:
         return cfg
-    from common.recipe import choose
+    from common.recipe import recipe_for
 
     pool = prepare(cfg, load_tokenizer(cfg.model))
-    recipe = choose(len(pool.train), epsilon=cfg.epsilon, delta=cfg.delta, accountant=cfg.accountant, batch_size=cfg.batch_size,
-                    epochs=cfg.epochs, optimizer=cfg.optimizer, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm)
+    recipe = recipe_for(cfg, len(pool.train))
     return cfg.replace(sample_rate=recipe.sample_rate, rounds=recipe.steps, max_grad_norm=recipe.max_grad_norm)
 
 
@@ -52,7 +51,7 @@ def preflight(cfg: RunConfig) -> None:
         try:
             site_plan(cfg, len(train), private=cfg.private and cfg.dp_level != "client")
         except InputError as error:
-            raise InputError(f"site {k} ({len(train)} training reports): {error}") from None
+            raise type(error)(f"site {k} ({len(train)} training reports): {error}") from None
     ensure_warm_start(cfg)  # built once here, so that the server and every site find it cached
 
 

@@ -72,7 +72,7 @@ def predict_command(args) -> int:
     thresholds = np.array([float(cut.get(n, 0.5)) for n in names], dtype=np.float32)
     if args.text is not None and not args.output:
         print(f"{'label':<36}{'probability':>12}{'threshold':>11}")
-        for name, p, t in sorted(zip(names, probs[0], thresholds), key=lambda x: -x[1]):
+        for name, p, t in sorted(zip(names, probs[0], thresholds, strict=True), key=lambda x: -x[1]):
             print(f"{name:<36}{p:>12.3f}{t:>11.2f}{'  *' if p >= t else ''}")
         print("\n* predicted positive (probability >= the label's threshold, saved with the adapter)")
         return 0
@@ -80,7 +80,7 @@ def predict_command(args) -> int:
     writer = csv.writer(handle)
     writer.writerow(["index", *names, *(f"{n} (positive)" for n in names)])
     for i, row in enumerate(probs):
-        writer.writerow([i, *(f"{p:.4f}" for p in row), *(int(p >= t) for p, t in zip(row, thresholds))])
+        writer.writerow([i, *(f"{p:.4f}" for p in row), *(int(p >= t) for p, t in zip(row, thresholds, strict=True))])
     if args.output:
         handle.close()
         print(f"wrote probabilities of {len(texts)} reports to {args.output} ({len(texts) / max(seconds, 1e-9):.1f} reports/s)")

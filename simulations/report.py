@@ -22,8 +22,10 @@ from common.metrics import compute_metrics
 PAPER = {"mimic-cxr": {"private": 0.88, "non_private": 0.90}, "ct-rate": {"private": 0.59, "non_private": 0.78}}
 BOOTSTRAP = 2000
 COLUMNS = ["cell", "dataset", "model", "mode", "seed", "status", "reason", "epsilon_target", "epsilon_spent", "delta",
-           "noise_multiplier", "sample_rate", "steps", "weighted_f1", "micro_f1", "macro_f1", "train_seconds",
-           "bytes_up_per_round", "bytes_down_per_round", "full_model_bytes"]
+           "noise_multiplier", "sample_rate", "steps", "weighted_f1", "micro_f1", "macro_f1", "macro_auroc", "tfidf_weighted_f1",
+           "dp_baseline_weighted_f1", "warm_start_weighted_f1", "epsilon_lower_white_box", "epsilon_lower_black_box", "train_seconds",
+           "total_seconds", "bytes_up_per_round", "bytes_down_per_round", "full_model_bytes"]
+MODES = ("centralized", "federated", "federated-distributed", "federated-client-dp")
 
 
 def add_report_arguments(parser) -> None:
@@ -52,11 +54,22 @@ def load_rows(folder: Path) -> list[dict]:
         record = _read(cell_dir / "metrics.json") if status["status"] == "done" else None
         if record:
             p, m, fed = record["privacy"], record["metrics"], record.get("federation", {})
+            fed = fed or {}
+            baselines = record.get("baselines") or {}
+            warm = record.get("warm_start") or {}
             row.update({"epsilon_spent": _num(p["epsilon_spent"]), "delta": p["delta"], "noise_multiplier": p["noise_multiplier"],
                         "sample_rate": p["sample_rate"], "steps": p["steps"], "weighted_f1": m["weighted_f1"], "micro_f1": m["micro_f1"],
-                        "macro_f1": m["macro_f1"], "train_seconds": record["timing"]["train_seconds"],
+                        "macro_f1": m["macro_f1"], "macro_auroc": m.get("macro_auroc"), "train_seconds": record["timing"]["train_seconds"],
+                        "total_seconds": record["timing"].get("total_seconds"),
+                        "tfidf_weighted_f1": baselines.get("tfidf_logreg", {}).get("metrics", {}).get("weighted_f1"),
+                        "dp_baseline_weighted_f1": baselines.get("dp_logreg", {}).get("metrics", {}).get("weighted_f1"),
+                        "warm_start_weighted_f1": (warm.get("test_metrics") or {}).get("weighted_f1"),
                         "bytes_up_per_round": fed.get("bytes_up_per_round"), "bytes_down_per_round": fed.get("bytes_down_per_round"),
                         "full_model_bytes": fed.get("full_model_bytes"), "per_label": m.get("per_label", {})})
+            audit = _read(cell_dir / "audit" / "audit.json")
+            if audit:
+                row.update({"epsilon_lower_white_box": audit["white_box"]["epsilon_lower"],
+                            "epsilon_lower_black_box": audit["black_box"]["epsilon_lower"]})
         rows.append(row)
     return rows
 
@@ -95,13 +108,15 @@ def _predictions(row: dict):
     if not path.is_file():
         return None
     with np.load(path) as stored:
-        return stored["targets"], stored["probs"].astype(np.float32)
+        cut = stored["thresholds"] if "thresholds" in stored.files else np.full(stored["probs"].shape[1], 0.5, np.float32)
+        return stored["targets"], stored["probs"].astype(np.float32), cut
 
 
 def paired_bootstrap(pairs, label_names, *, resamples: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
     """Mean weighted-F1 difference (a − b) over seeds and its two-sided bootstrap p-value.
 
-    `pairs` holds (targets, probs_a, probs_b) per seed; reports are resampled within each seed.
+    `pairs` holds (targets, predictions_a, predictions_b) per seed (0/1 at each run's own thresholds);
+    reports are resampled within each seed.
     """
     rng = np.random.default_rng(seed)
     f1 = lambda t, p: compute_metrics(t, p, label_names)["weighted_f1"]  # noqa: E731
@@ -164,7 +179,7 @@ def _markdown(rows: list[dict]) -> str:
     problems = [r for r in rows if r["status"] != "done"]
     for dataset, model, group in _groups(rows):
         done = [r for r in group if r["status"] == "done"]
-        modes = [m for m in ("centralized", "federated", "federated-client-dp") if any(r["mode"] == m for r in group)]
+        modes = [m for m in MODES if any(r["mode"] == m for r in group)]
         epsilons = sorted({r["epsilon_target"] for r in group})
         lines += [f"## {dataset} · {model}", ""]
         stats = {}
@@ -192,6 +207,7 @@ def _markdown(rows: list[dict]) -> str:
                 s = stats.get((mode, eps))
                 cells += [_fmt(*s["micro_f1"]), _fmt(*s["macro_f1"])] if s else ["", ""]
             lines.append(f"| {_eps_label(eps)} | " + " | ".join(cells) + " |")
+        lines += ["", *_baselines(done, epsilons), ""]
         lines += ["", *_significance(done, modes, epsilons), ""]
         lines += _per_label(done, modes, epsilons)
         reference = PAPER.get(dataset)
@@ -207,6 +223,24 @@ def _markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _baselines(done, epsilons) -> list[str]:
+    """The classic baselines and the zero-epsilon warm start beside the transformer, and the audit where it ran."""
+    central = [r for r in done if r["mode"] == "centralized"]
+    if not any(r.get("tfidf_weighted_f1") is not None or r.get("epsilon_lower_white_box") is not None for r in done):
+        return []
+    lines = ["Beside the transformer (centralized cells; weighted F1, and the audit's epsilon lower bound where it ran):", "",
+             "| ε | radfl | TF-IDF + LR (no DP) | DP logistic regression | warm start alone (ε 0) | ε_lower white box (centr. / fed. / distr.) |",
+             "|---|---|---|---|---|---|"]
+    for eps in epsilons:
+        pick = [r for r in central if r["epsilon_target"] == eps]
+        value = lambda key, pick=pick: _fmt(*mean_ci([r.get(key) for r in pick])) if pick else ""  # noqa: E731
+        lower = " / ".join(_fmt(*mean_ci([r.get("epsilon_lower_white_box") for r in done if r["mode"] == mode and r["epsilon_target"] == eps]))
+                           or "—" for mode in ("centralized", "federated", "federated-distributed"))
+        lines.append(f"| {_eps_label(eps)} | {value('weighted_f1')} | {value('tfidf_weighted_f1')} | "
+                     f"{value('dp_baseline_weighted_f1') if not math.isinf(eps) else '—'} | {value('warm_start_weighted_f1') or '—'} | {lower} |")
+    return lines
+
+
 def _fmt(mean: float, half: float | None) -> str:
     if mean is None or math.isnan(mean):
         return ""
@@ -220,7 +254,8 @@ def _pairs(done, a, b):
         rb = next((r for r in b if r["seed"] == ra["seed"]), None)
         pa, pb = _predictions(ra), _predictions(rb) if rb else None
         if pa is not None and pb is not None and pa[0].shape == pb[0].shape:
-            pairs.append((pa[0], pa[1], pb[1]))
+            # 0/1 predictions at each run's own thresholds: the bootstrap then compares what each run reported
+            pairs.append((pa[0], (pa[1] >= pa[2]).astype(np.float32), (pb[1] >= pb[2]).astype(np.float32)))
             label_names = list(ra["per_label"])
     return pairs, label_names
 
@@ -279,10 +314,10 @@ def _plots(rows: list[dict], folder: Path) -> list[Path]:
     groups = list(_groups(done))
     if not groups:
         return []
-    colors = {"centralized": "tab:blue", "federated": "tab:orange", "federated-client-dp": "tab:green"}
-    dashes = {"centralized": (6, 3), "federated": (2, 2), "federated-client-dp": (4, 1, 1, 1)}  # equal baselines stay visible
+    colors = {"centralized": "tab:blue", "federated": "tab:orange", "federated-distributed": "tab:red", "federated-client-dp": "tab:green"}
+    dashes = {"centralized": (6, 3), "federated": (2, 2), "federated-distributed": (1, 1), "federated-client-dp": (4, 1, 1, 1)}
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 5.2), squeeze=False)
-    for ax, (dataset, model, group) in zip(axes[0], groups):
+    for ax, (dataset, model, group) in zip(axes[0], groups, strict=True):
         finite = sorted({r["epsilon_target"] for r in group if not math.isinf(r["epsilon_target"])})
         for mode in colors:
             points = [(e, *mean_ci([r["weighted_f1"] for r in group if r["mode"] == mode and r["epsilon_target"] == e])) for e in finite]
@@ -307,9 +342,11 @@ def _plots(rows: list[dict], folder: Path) -> list[Path]:
 
     panels = [(d, m, mode, g) for d, m, g in groups for mode in colors if any(r["mode"] == mode for r in g)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2, 6), squeeze=False)
-    for ax, (dataset, model, mode, group) in zip(axes[0], panels):
+    for ax, (dataset, model, mode, group) in zip(axes[0], panels, strict=True):
         epsilons = sorted({r["epsilon_target"] for r in group if r["mode"] == mode})
-        labels = next(list(r["per_label"]) for r in group if r["per_label"])
+        labels = next((list(r["per_label"]) for r in group if r["per_label"]), [])
+        if not labels:
+            continue
         grid = np.array([[np.mean([r["per_label"][lab]["f1"] for r in group if r["mode"] == mode and r["epsilon_target"] == e] or [np.nan])
                           for e in epsilons] for lab in labels])
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")

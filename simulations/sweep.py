@@ -19,17 +19,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.config import RunConfig, config_fields
-from common.errors import InputError
+from common.errors import BudgetError, InputError
 from common.runtime import check_stop
 
-MODES = ("centralized", "federated", "federated-client-dp")
+MODES = ("centralized", "federated", "federated-distributed", "federated-client-dp")
+DP_LEVEL = {"federated": "sample", "federated-distributed": "distributed", "federated-client-dp": "client"}
 SWEEP_DATASETS = ("synthetic-mimic", "synthetic-ctrate", "mimic-cxr", "ct-rate", "csv")
+
+# The quick preset fits 12 cells in about 20 minutes on 2 CPU cores: a smaller pool and a compute cap per
+# cell (the recipe's choices within it are printed in each cell's log and metrics.json).
+QUICK_REPORTS = 2_000
+QUICK_EXAMPLES = 3_000
 
 PRESETS = {
     # The embedded default at half size, for 2 CPU cores in under 20 minutes. Half the reports at the
     # default batch would leave 18 DP steps; batch 128 keeps 36 (SGD's default lr scales with it).
-    "quick": dict(datasets="synthetic-mimic", models="minilm", epsilons="0.1,1,10,inf", modes="centralized,federated", seeds="0",
-                  overrides=dict(synthetic_reports=6000, batch_size=128)),
+    "quick": dict(datasets="synthetic-mimic", models="minilm", epsilons="0.1,1,10,inf", modes="centralized,federated,federated-distributed",
+                  seeds="0", overrides=dict(synthetic_reports=QUICK_REPORTS, max_examples=QUICK_EXAMPLES)),
     # The paper's grid (arXiv 2506.04450) for machines that hold the data and the weights.
     "paper": dict(datasets="mimic-cxr,ct-rate", models="bert-small,bert-medium,albert-base", epsilons="0.01,0.1,1,10,inf",
                   modes="centralized,federated,federated-client-dp", seeds="0,1,2", overrides={}),
@@ -60,6 +66,7 @@ def add_sweep_arguments(parser) -> None:
     parser.add_argument("--modes", help=f"comma list of {', '.join(MODES)} (default: centralized,federated)")
     parser.add_argument("--seeds", help="comma list (default: 0)")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    parser.add_argument("--audit", type=int, default=0, metavar="M", help="also audit every cell with M canaries (a second run per cell)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     skip = {"dataset", "data", "model", "epsilon", "seed"}
     for f in config_fields(federated=True):
@@ -105,14 +112,12 @@ def _split(text: str) -> list[str]:
 
 def cell_config(base: RunConfig, cell: Cell, folder: Path) -> RunConfig:
     changes = dict(dataset=cell.dataset, data=cell.data, model=cell.model, epsilon=cell.epsilon, seed=cell.seed, out=str(folder))
-    if cell.mode == "federated-client-dp":
-        changes["dp_level"] = "client"
-    elif cell.mode == "federated":
-        changes["dp_level"] = "sample"
+    if cell.mode in DP_LEVEL:
+        changes["dp_level"] = DP_LEVEL[cell.mode]
     return base.replace(**changes)
 
 
-def run_cell(base: RunConfig, cell: Cell, folder: Path) -> dict:
+def run_cell(base: RunConfig, cell: Cell, folder: Path, *, audit: int = 0) -> dict:
     """Run one cell in this process, its output in cell.log; returns its status record."""
     from simulations.centralized import run_centralized
     from simulations.federated import run_federated
@@ -127,10 +132,15 @@ def run_cell(base: RunConfig, cell: Cell, folder: Path) -> dict:
                 run_centralized(cfg, show_progress=False)
             else:
                 run_federated(cfg, show_progress=True)
+            if audit:  # a second run of the same cell with m canaries: the white-box epsilon lower bound beside its F1
+                from simulations.audit import run_audit
+
+                mode = {"centralized": "centralized", "federated": "federated", "federated-distributed": "distributed"}.get(cell.mode)
+                if mode:
+                    run_audit(cfg.replace(out=str(folder / "audit")), mode=mode, m=audit)
             status = {"status": "done"}
         except InputError as error:
-            infeasible = "cannot reach epsilon" in str(error) or "below 1/N" in str(error)
-            status = {"status": "infeasible" if infeasible else "failed", "reason": str(error)}
+            status = {"status": "infeasible" if isinstance(error, BudgetError) else "failed", "reason": str(error)}
         except Exception as error:  # noqa: BLE001 - a cell's failure is recorded, the sweep goes on
             traceback.print_exc()
             status = {"status": "failed", "reason": f"{type(error).__name__}: {error}"[:500]}
@@ -171,7 +181,7 @@ def sweep_command(args) -> int:
         for cell in todo:
             check_stop()
             bar.set_description(cell.name)
-            status = run_cell(base, cell, out / "cells" / cell.name)
+            status = run_cell(base, cell, out / "cells" / cell.name, audit=args.audit)
             check_stop()  # a stop requested during the cell: its result is kept, the next cell is not started
             counts[status["status"]] = counts.get(status["status"], 0) + 1
             if status["status"] != "done":

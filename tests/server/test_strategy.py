@@ -49,6 +49,20 @@ def test_failing_and_declining_sites_are_recorded_by_code_only_and_skipped(tmp_p
     assert "Jane" not in history.to_json() and entry["sites"][0]["error_code"] == 2  # Flower's error text is never stored
 
 
+def test_site_evaluations_become_the_run_metrics_weighted_by_test_reports(tmp_path):
+    history = RoundHistory(tmp_path, 1)
+    strategy = AdapterFedAvg(history=history)
+    answered = [reply(train_message(_arrays(0.0)), None, {"num-examples": n, "site-index": site, "declined": 0.0, "reason": 0,
+                                                            "weighted-f1": f1, "micro-f1": f1, "macro-f1": f1})
+                for site, n, f1 in ((0, 10, 0.9), (2, 30, 0.5))]
+    refused = reply(train_message(_arrays(0.0)), None, {"site-index": 1, "declined": 1.0, "reason": 17})
+    strategy.aggregate_evaluate(1, [answered[0], refused, answered[1]])
+    rows = history.entry(1)["site_evaluation"]
+    assert [(r["site"], r["status"]) for r in rows] == [(0, "evaluated"), (1, "declined"), (2, "evaluated")]
+    assert rows[1]["reason"] == "evaluation-not-allowed"
+    assert history.site_evaluation_metrics()["weighted_f1"] == pytest.approx((10 * 0.9 + 30 * 0.5) / 40)
+
+
 def test_too_few_replies_leave_the_global_adapter_unchanged(tmp_path):
     history = RoundHistory(tmp_path, 3)
     strategy = AdapterFedAvg(history=history, min_replies=2)

@@ -10,7 +10,8 @@ import pytest
 
 from simulations.cli import main
 
-TINY = ["--model", "tiny", "--epochs", "1", "--batch-size", "32", "--synthetic-reports", "240", "--delta", "1e-4", "--quiet"]
+TINY = ["--model", "tiny", "--epochs", "1", "--batch-size", "32", "--synthetic-reports", "240", "--delta", "1e-4", "--quiet",
+        "--synthetic-difficulty", "easy"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_synth_writes_a_real_layout_that_train_reads(tmp_path, layout, dataset):
     data = tmp_path / "data"
     assert main(["synth", "--layout", layout, "--reports", "150", "--out", str(data)]) == 0
     out = tmp_path / "run"
-    assert main(["train", *TINY, "--dataset", dataset, "--data", str(data), "--out", str(out)]) == 0
+    assert main(["train", *TINY, "--dataset", dataset, "--data", str(data), "--warm-start", "none", "--out", str(out)]) == 0
     record = json.loads((out / "metrics.json").read_text())
     assert record["data"]["n_reports"] == 150 and len(record["metrics"]["per_label"]) == (14 if dataset == "mimic-cxr" else 18)
 
@@ -96,7 +97,7 @@ BAD_INPUTS = {
     "negative epsilon": (lambda t: ["--epsilon", "-1"], "epsilon must be positive"),
     "delta too large": (lambda t: ["--delta", "0.05"], "below 1/N"),
     "batch larger than data": (lambda t: ["--batch-size", "5000"], "larger than the"),
-    "unreachable epsilon": (lambda t: ["--epsilon", "0.001", "--accountant", "rdp"], "cannot reach epsilon"),
+    "unreachable epsilon": (lambda t: ["--epsilon", "0.001", "--accountant", "rdp"], "use --accountant prv"),
     "model not offline": (lambda t: ["--model", "prajjwal1/bert-small"], "not available offline"),
 }
 

@@ -2,7 +2,9 @@
 
 A real `flower-superlink` (TLS, `--enable-supernode-auth`, no runtime dependency installation) and
 three `flower-supernode` processes, each pointed at its own MIMIC-CXR-layout folder by
-`--node-config`, run one 2-round DP-LoRA run with the tiny model, submitted with `radfl submit`.
+`--node-config` with its own privacy policy, run one 2-round DP-LoRA run with the tiny model,
+submitted with `radfl submit`. site-a allows plain metrics of the final adapter; site-b caps a run's
+epsilon below what the run asks and so declines every round (the server sees only a reason code).
 While it starts, a SuperNode whose key was never registered tries to join and is refused. After
 round 1, one hospital's SuperNode is killed (SIGKILL, like a crash): the run still completes,
 because Flower reports the lost node after its ~60 s heartbeat window and fl.min-sites = 1. In that
@@ -22,15 +24,19 @@ from pathlib import Path
 
 import pytest
 
+from common.config import RunConfig
 from common.datasets import load_mimic_cxr
 from common.partition import dataset_splits
+from common.recipe import recipe_for
 from simulations.cli import main
 from simulations.deploy import make_node_key, write_pilot_credentials
 from simulations.flower import BIN, FlowerCLI, app_dir, descendants, flower_env, free_port, stop_tree
+from simulations.site_tools import ledger_report
 
 SITES = {"site-a": "st-elsewhere-academic", "site-b": "county-general", "site-c": "lakeview-clinic"}
 KILLED = "site-c"
 TARGET_EPSILON = 1.0
+POLICY = {"site-a": "allow-evaluation='final'", "site-b": "max-epsilon=0.5", "site-c": ""}
 
 
 def wait_until(condition, seconds: float, what: str, poll: float = 0.5):
@@ -103,13 +109,13 @@ def deployment(tmp_path_factory):
         found["node_ids"] = node_ids
         for k, site in enumerate(SITES):
             node_config = (f"data-path='{tmp / 'data' / site}' data-format='mimic-cxr' site-name='{site}' "
-                           f"partition-id={k} state-dir='{tmp / 'state' / site}'")
+                           f"partition-id={k} state-dir='{tmp / 'state' / site}' {POLICY[site]}")
             env = {**flower_env(tmp / f"home-{site}"), "RADFL_THREADS": "1"}  # three sites share 2 cores
             processes[site] = start(supernode_args(port, creds, creds / f"{site}.key", node_config, free_port()),
                                     env=env, log=tmp / f"{site}.log", cwd=tmp)
         wait_until(lambda: all(cli.supernodes().get(n) == "online" for n in node_ids.values()), 60, "three SuperNodes online")
 
-        run_config = (f"model.name='tiny' fl.rounds=2 fl.sites=3 fl.min-sites=1 train.batch-size=16 dp.delta=0.001 "
+        run_config = (f"model.name='tiny' fl.rounds=2 fl.sites=3 fl.min-sites=1 train.batch-size=16 dp.delta=0.0002 "
                       f"dp.target-epsilon={TARGET_EPSILON} data.dataset='mimic-cxr' run.out='{found['out']}' fl.wait-seconds=60")
         processes["submit"] = start([str(BIN / "radfl"), "submit", str(app_dir()), "pilot", "--run-config", run_config,
                                      "--timeout", "400", "--poll", "2"], env=flower_env(operator), log=tmp / "submit.log", cwd=tmp)
@@ -155,28 +161,43 @@ def test_an_unregistered_supernode_is_refused(deployment):
     assert set(nodes) == set(deployment["node_ids"].values()) and set(nodes.values()) == {"online"}
 
 
-def test_each_site_trains_on_its_own_folder_within_its_budget(deployment):
+def test_each_site_trains_on_its_own_folder_within_its_own_policy(deployment):
     assert deployment["submit_rc"] == 0, deployment["submit_log"][-3000:]
     assert "finished:completed" in deployment["submit_log"]
     record = json.loads((deployment["out"] / "metrics.json").read_text())
     fed = record["federation"]
     assert fed["sites"] == 3 and fed["rounds_done"] == 2
-    assert record["evaluation"].startswith("federated")  # the server holds no reports
+    # The server holds no reports: its metrics come from site-a, whose policy allows the final ones.
+    assert record["evaluation"].startswith("the sites' own test splits")
     assert [s["site"] for s in fed["per_site"]] == [0, 1, 2]
-    for site, row in zip(SITES, fed["per_site"]):
-        # The site's training reports are exactly its own folder's train split.
+    assert [s["status"] for s in sorted(record["history"][0]["sites"], key=lambda s: s["site"])] == ["trained", "declined", "trained"]
+    declined = fed["per_site"][1]
+    assert declined["trained_rounds"] == 0 and declined["reasons"] == {"epsilon-above-policy": 2}
+    assert "epsilon_spent" not in declined  # nothing of site-b's reports was used or charged
+    assert ledger_report(deployment["tmp"] / "state" / "site-b") == []
+    for k in (0, 2):
+        site, row = list(SITES)[k], fed["per_site"][k]
+        # The site's training reports are its own folder's train split, drawn with a seed kept in its state folder.
         own = load_mimic_cxr(deployment["tmp"] / "data" / site)
-        assert row["n_train"] == len(dataset_splits(own, val_fraction=0.1, test_fraction=0.15, seed=0)[0])
+        (split_file,) = (deployment["tmp"] / "state" / site / "splits").iterdir()
+        split = json.loads(split_file.read_text())
+        train = dataset_splits(own, val_fraction=split["val_fraction"], test_fraction=split["test_fraction"], seed=split["seed"])[0]
+        assert row["sample_rate"] == pytest.approx(recipe_for(RunConfig(batch_size=16), len(train), epsilon=TARGET_EPSILON).sample_rate)
         assert 0 < row["epsilon_spent"] <= TARGET_EPSILON
-        assert [p.name.startswith(f"ledger-{site}-") for p in (deployment["tmp"] / "state" / site).iterdir()] == [True]
+        # Its lifetime ledger, kept in its own state folder, holds this run's training release.
+        (ledger,) = ledger_report(deployment["tmp"] / "state" / site)
+        assert [r["kind"] for r in ledger["runs"] if r["kind"] != "evaluate"] == ["train"]
+        assert ledger["lifetime_epsilon"] <= 4.0
     assert record["privacy"]["epsilon_spent"] <= TARGET_EPSILON
-    assert [s["status"] for s in record["history"][0]["sites"]] == ["trained"] * 3
+    # site-a's plain metrics of the final adapter are recorded in its ledger, apart from epsilon.
+    assert ledger_report(deployment["tmp"] / "state" / "site-a")[0]["plain_evaluations"] == 1
+    assert ledger_report(deployment["tmp"] / "state" / "site-c")[0]["plain_evaluations"] == 0
 
 
 def test_a_crashed_site_does_not_hang_the_run(deployment):
     record = json.loads((deployment["out"] / "metrics.json").read_text())
     round2 = record["history"][1]
-    assert sorted(s["status"] for s in round2["sites"]) == ["failed", "trained", "trained"] and round2["aggregated"]
+    assert sorted(s["status"] for s in round2["sites"]) == ["declined", "failed", "trained"] and round2["aggregated"]
     assert [s["error_code"] for s in round2["sites"] if s["status"] == "failed"] == [5]  # NODE_UNAVAILABLE
     assert deployment["nodes_after_run"][deployment["node_ids"][KILLED]] == "offline"
     print(f"run finished {deployment['seconds'] - deployment['killed_at']:.0f} s after the crash; "
