@@ -20,6 +20,8 @@ demo: setup
 	$(BIN)/radfl train --out runs/demo
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 federate: setup

@@ -37,14 +37,18 @@ Reason = R.Reason
 
 class Declined(Exception):
     def __init__(self, reason: Reason, detail: str = "", **numbers):
-        super().__init__(f"{reason.name}: {detail}")
-        self.reason, self.numbers = reason, numbers
+        super().__init__(f"{reason.name}: {detail}" if detail else reason.name)
+        self.reason, self.detail, self.numbers = reason, detail, numbers
 
 
 def site_log(policy: SitePolicy | None) -> logging.Logger:
     """The site's own log: details that must not leave the site (errors, losses, timings)."""
     log = logging.getLogger("radfl.site")
-    folder = policy.state_folder() if policy else os.environ.get("RADFL_STATE_DIR", os.path.expanduser("~/.radfl/site-state"))
+    folder = (
+        policy.state_folder()
+        if policy
+        else os.environ.get("RADFL_STATE_DIR", os.path.expanduser("~/.radfl/site-state"))
+    )
     path = os.path.join(folder, "site.log")
     if not any(getattr(h, "baseFilename", None) == path for h in log.handlers):
         os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -70,11 +74,13 @@ def answer(node_config: dict, run_config: dict, run_id: int, content, handler) -
         policy = SitePolicy.from_node_config(node_config)
         return handler(policy, run_config, run_id, content)
     except Declined as declined:
-        site_log(policy).info("declined %s: %s", declined.reason.name, declined)
+        site_log(policy).info("declined %s%s", declined.reason.name, f": {declined.detail}" if declined.detail else "")
         return _declined(policy, declined.reason, declined.numbers)
     except InputError as error:
         site_log(policy).error("input error: %s", error)
-        return _declined(policy, Reason.NO_DATA if policy is None or "data" in str(error).lower() else Reason.CONFIG_REJECTED, {})
+        return _declined(
+            policy, Reason.NO_DATA if policy is None or "data" in str(error).lower() else Reason.CONFIG_REJECTED, {}
+        )
     except Exception:  # noqa: BLE001 - no exception text may reach the server
         site_log(policy).error("failure:\n%s", traceback.format_exc())
         return _declined(policy, Reason.SITE_ERROR, {})
@@ -86,6 +92,7 @@ def _declined(policy, reason: Reason, numbers: dict) -> Reply:
 
 
 # ---------------------------------------------------------------- checks
+
 
 def parse_run(run_config: dict) -> RunConfig:
     try:
@@ -122,6 +129,7 @@ def run_key(cfg: RunConfig, kind: str) -> str:
 
 # ---------------------------------------------------------------- train
 
+
 @dataclass(frozen=True)
 class SitePlan:
     batch_size: int
@@ -140,13 +148,31 @@ def site_plan(cfg: RunConfig, n_units: int, *, private: bool) -> SitePlan:
     epsilon = cfg.epsilon if private else math.inf
     recipe = recipe_for(cfg.replace(batch_size=cfg.site_batch_size or cfg.batch_size), n_units, epsilon=epsilon)
     per_epoch = round(1 / recipe.sample_rate)
-    local = max(1, round(cfg.local_epochs * per_epoch)) if cfg.local_epochs else max(1, math.ceil(recipe.steps / cfg.rounds))
+    local = (
+        max(1, round(cfg.local_epochs * per_epoch))
+        if cfg.local_epochs
+        else max(1, math.ceil(recipe.steps / cfg.rounds))
+    )
     sigma = 0.0
     if private:
-        sigma = calibrate_noise(target_epsilon=epsilon, delta=cfg.delta, sample_rate=recipe.sample_rate, steps=local * cfg.rounds,
-                                accountant=cfg.accountant)
-    return SitePlan(recipe.batch_size, local, cfg.rounds, sigma, recipe.sample_rate, recipe.optimizer, recipe.lr, recipe.head_lr,
-                    recipe.max_grad_norm or 1.0)
+        sigma = calibrate_noise(
+            target_epsilon=epsilon,
+            delta=cfg.delta,
+            sample_rate=recipe.sample_rate,
+            steps=local * cfg.rounds,
+            accountant=cfg.accountant,
+        )
+    return SitePlan(
+        recipe.batch_size,
+        local,
+        cfg.rounds,
+        sigma,
+        recipe.sample_rate,
+        recipe.optimizer,
+        recipe.lr,
+        recipe.head_lr,
+        recipe.max_grad_norm or 1.0,
+    )
 
 
 def incoming_arrays(content) -> dict[str, np.ndarray]:
@@ -174,39 +200,100 @@ def train_request(policy: SitePolicy, run_config: dict, run_id: int, content) ->
     key = run_key(cfg, "train" if cfg.dp_level != "client" else "train-client-level")
     life_delta = policy.delta_cap(n_units)
     with open_ledger(policy.state_folder(), s.fingerprint) as ledger:
-        ledger.policy = {"lifetime_delta": life_delta, "lifetime_epsilon": policy.lifetime_epsilon, "units": n_units, "unit": unit,
-                         "site": policy.site_name or f"site-{policy.label()}", "accountant": cfg.accountant}
+        ledger.policy = {
+            "lifetime_delta": life_delta,
+            "lifetime_epsilon": policy.lifetime_epsilon,
+            "units": n_units,
+            "unit": unit,
+            "site": policy.site_name or f"site-{policy.label()}",
+            "accountant": cfg.accountant,
+        }
         release = ledger.release(key)
-        sigma, q = (release.noise_multiplier, release.sample_rate) if release else (plan.noise_multiplier, plan.sample_rate)
+        sigma, q = (
+            (release.noise_multiplier, release.sample_rate) if release else (plan.noise_multiplier, plan.sample_rate)
+        )
         history = list(release.history) if release else []
         entry = (sigma, q, plan.steps_per_round)
         numbers = _ledger_numbers(ledger, history, cfg, sigma, q, life_delta)
         if private:
             if epsilon_spent(history + [entry], delta=cfg.delta, accountant=cfg.accountant) > cfg.epsilon * 1.01:
                 raise Declined(Reason.RUN_BUDGET_SPENT, **numbers)
-            if ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant, extra=[entry]) > policy.lifetime_epsilon * 1.01:
+            if (
+                ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant, extra=[entry])
+                > policy.lifetime_epsilon * 1.01
+            ):
                 raise Declined(Reason.LIFETIME_BUDGET_SPENT, **numbers)
         elif not math.isinf(policy.lifetime_epsilon):
-            raise Declined(Reason.LIFETIME_BUDGET_SPENT, "a release without local noise needs lifetime-epsilon=inf", **numbers)
-        charge(ledger, run=key, kind="train", unit=unit, epsilon_target=cfg.epsilon if private else math.inf, delta=cfg.delta,
-               accountant=cfg.accountant, noise_multiplier=sigma if private else 0.0, sample_rate=q, steps=plan.steps_per_round)
-    set_adapter_state(s.classifier.model, {k: v for k, v in arrays.items() if k in get_adapter_state(s.classifier.model)})
-    ledger_now = PrivacyLedger(cfg.epsilon if private else math.inf, cfg.delta, cfg.accountant, plan.max_grad_norm, sigma, q,
-                               plan.steps_per_round * plan.rounds, history)
+            raise Declined(
+                Reason.LIFETIME_BUDGET_SPENT, "a release without local noise needs lifetime-epsilon=inf", **numbers
+            )
+        charge(
+            ledger,
+            run=key,
+            kind="train",
+            unit=unit,
+            epsilon_target=cfg.epsilon if private else math.inf,
+            delta=cfg.delta,
+            accountant=cfg.accountant,
+            noise_multiplier=sigma if private else 0.0,
+            sample_rate=q,
+            steps=plan.steps_per_round,
+        )
+    set_adapter_state(
+        s.classifier.model, {k: v for k, v in arrays.items() if k in get_adapter_state(s.classifier.model)}
+    )
+    ledger_now = PrivacyLedger(
+        cfg.epsilon if private else math.inf,
+        cfg.delta,
+        cfg.accountant,
+        plan.max_grad_norm,
+        sigma,
+        q,
+        plan.steps_per_round * plan.rounds,
+        history,
+    )
     log = site_log(policy)
-    result = train_local(s.classifier.model, s.data.dataset(s.train), ledger=ledger_now, steps=plan.steps_per_round,
-                         batch_size=plan.batch_size, lr=plan.lr, head_lr=plan.head_lr, optimizer=plan.optimizer, pad_id=s.classifier.pad_id,
-                         device=s.device, seed=cfg.seed, grad_sample_mode=s.grad_sample_mode, units=s.units(unit) if private else None,
-                         autocast_dtype=s.train_autocast)
-    log.info("run %s round: %d steps, %d reports seen, loss %.4f, %.1f s, %d empty batches, %d gradients zeroed",
-             key, result.steps, result.examples, result.mean_loss, result.seconds, result.empty_batches, result.dropped_gradients)
+    result = train_local(
+        s.classifier.model,
+        s.data.dataset(s.train),
+        ledger=ledger_now,
+        steps=plan.steps_per_round,
+        batch_size=plan.batch_size,
+        lr=plan.lr,
+        head_lr=plan.head_lr,
+        optimizer=plan.optimizer,
+        pad_id=s.classifier.pad_id,
+        device=s.device,
+        seed=cfg.seed,
+        grad_sample_mode=s.grad_sample_mode,
+        units=s.units(unit) if private else None,
+        autocast_dtype=s.train_autocast,
+    )
+    log.info(
+        "run %s round: %d steps, %d reports seen, loss %.4f, %.1f s, %d empty batches, %d gradients zeroed",
+        key,
+        result.steps,
+        result.examples,
+        result.mean_loss,
+        result.seconds,
+        result.empty_batches,
+        result.dropped_gradients,
+    )
     update = get_adapter_state(s.classifier.model)
     with open_ledger(policy.state_folder(), s.fingerprint) as ledger:
         numbers = _ledger_numbers(ledger, history + [entry], cfg, sigma, q, life_delta)
     if not all_finite(update):
         raise Declined(Reason.UPDATE_NOT_FINITE, **numbers)
-    return Reply(update, {R.DECLINED: 0.0, R.REASON: int(Reason.OK), R.SITE_INDEX: policy.label(),
-                          R.WEIGHT: fedavg_weight(q, plan.batch_size), **numbers})
+    return Reply(
+        update,
+        {
+            R.DECLINED: 0.0,
+            R.REASON: int(Reason.OK),
+            R.SITE_INDEX: policy.label(),
+            R.WEIGHT: fedavg_weight(q, plan.batch_size),
+            **numbers,
+        },
+    )
 
 
 def _ledger_numbers(ledger, history, cfg, sigma, q, life_delta) -> dict:
@@ -214,11 +301,17 @@ def _ledger_numbers(ledger, history, cfg, sigma, q, life_delta) -> dict:
     private = sigma > 0
     run_eps = epsilon_spent(history, delta=cfg.delta, accountant=cfg.accountant) if private else math.inf
     life = ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant)
-    return {R.EPSILON_SPENT: run_eps, R.LIFETIME_EPSILON: life, R.NOISE_MULTIPLIER: float(sigma), R.SAMPLE_RATE: float(q),
-            R.STEPS: int(sum(h[2] for h in history))}
+    return {
+        R.EPSILON_SPENT: run_eps,
+        R.LIFETIME_EPSILON: life,
+        R.NOISE_MULTIPLIER: float(sigma),
+        R.SAMPLE_RATE: float(q),
+        R.STEPS: int(sum(h[2] for h in history)),
+    }
 
 
 # ---------------------------------------------------------------- evaluate
+
 
 def evaluate_request(policy: SitePolicy, run_config: dict, run_id: int, content) -> Reply:
     """Plain metrics of a run's final adapter, once per run, where the policy allows it; else a decline."""
@@ -236,11 +329,38 @@ def evaluate_request(policy: SitePolicy, run_config: dict, run_id: int, content)
         evaluations = [r for r in ledger.releases if r.kind == "evaluate"]
         if ledger.release(key) is not None or len(evaluations) >= policy.max_evaluations:
             raise Declined(Reason.EVALUATION_ALREADY_RELEASED)
-        charge(ledger, run=key, kind="evaluate", unit="report", epsilon_target=math.inf, delta=0.0, accountant=cfg.accountant,
-               noise_multiplier=0.0, sample_rate=1.0, steps=1)
-    set_adapter_state(s.classifier.model, {k: v for k, v in arrays.items() if k in get_adapter_state(s.classifier.model)})
-    probs = predict_probs(s.classifier.model, s.data.dataset(s.test), pad_id=s.classifier.pad_id, device=s.device,
-                          autocast_dtype=autocast_dtype(s.device))
+        charge(
+            ledger,
+            run=key,
+            kind="evaluate",
+            unit="report",
+            epsilon_target=math.inf,
+            delta=0.0,
+            accountant=cfg.accountant,
+            noise_multiplier=0.0,
+            sample_rate=1.0,
+            steps=1,
+        )
+    set_adapter_state(
+        s.classifier.model, {k: v for k, v in arrays.items() if k in get_adapter_state(s.classifier.model)}
+    )
+    probs = predict_probs(
+        s.classifier.model,
+        s.data.dataset(s.test),
+        pad_id=s.classifier.pad_id,
+        device=s.device,
+        autocast_dtype=autocast_dtype(s.device),
+    )
     m = compute_metrics(s.data.reports.labels[s.test], probs, s.data.label_names)
-    return Reply(None, {R.DECLINED: 0.0, R.REASON: int(Reason.OK), R.SITE_INDEX: policy.label(), R.TEST_REPORTS: len(s.test),
-                        "weighted-f1": m["weighted_f1"], "micro-f1": m["micro_f1"], "macro-f1": m["macro_f1"]})
+    return Reply(
+        None,
+        {
+            R.DECLINED: 0.0,
+            R.REASON: int(Reason.OK),
+            R.SITE_INDEX: policy.label(),
+            R.TEST_REPORTS: len(s.test),
+            "weighted-f1": m["weighted_f1"],
+            "micro-f1": m["micro_f1"],
+            "macro-f1": m["macro_f1"],
+        },
+    )

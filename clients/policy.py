@@ -91,7 +91,7 @@ class SitePolicy:
         return _names(self.label_columns)
 
     @classmethod
-    def from_node_config(cls, node_config: dict, environ=os.environ) -> "SitePolicy":
+    def from_node_config(cls, node_config: dict, environ=os.environ) -> SitePolicy:
         """Parse a node config (plus, for a simulated site, its entry in `RADFL_SIMULATED_SITES`).
 
         Unknown keys are errors: a typo such as `data_path` must not silently fall back to a default.
@@ -103,13 +103,23 @@ class SitePolicy:
         by_key = {f.name.replace("_", "-"): f for f in fields(cls)}
         unknown = sorted(set(values) - set(by_key))
         if unknown:
-            raise InputError(f"unknown node-config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(by_key))}")
+            raise InputError(
+                f"unknown node-config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(by_key))}"
+            )
         parsed = {}
         for key, raw in values.items():
             f = by_key[key]
             try:
                 kind = type(f.default)
-                parsed[f.name] = _bool(raw) if kind is bool else _float(raw) if kind is float else int(raw) if kind is int else str(raw)
+                parsed[f.name] = (
+                    _bool(raw)
+                    if kind is bool
+                    else _float(raw)
+                    if kind is float
+                    else int(raw)
+                    if kind is int
+                    else str(raw)
+                )
             except (TypeError, ValueError):
                 raise InputError(f"node config {key} must be a {type(f.default).__name__}, got {raw!r}") from None
         policy = cls(**parsed)
@@ -118,8 +128,10 @@ class SitePolicy:
 
     def validate(self) -> None:
         if not self.simulated and not self.data_path:
-            raise InputError("node config has no data-path: a hospital's SuperNode must name its own reports "
-                             "(--node-config \"data-path='/data/reports' data-format='mimic-cxr' ...\")")
+            raise InputError(
+                "node config has no data-path: a hospital's SuperNode must name its own reports "
+                "(--node-config \"data-path='/data/reports' data-format='mimic-cxr' ...\")"
+            )
         if self.data_path and self.data_format not in FORMATS:
             raise InputError(f"node config data-format {self.data_format!r} must be one of {', '.join(FORMATS)}")
         if self.data_format == "csv" and not self.label_columns:
@@ -136,7 +148,15 @@ class SitePolicy:
             raise InputError("node config max-adapter-abs must be positive")
 
     def state_folder(self) -> str:
-        return self.state_dir or os.environ.get("RADFL_STATE_DIR") or os.path.join(os.path.expanduser("~"), ".radfl", "site-state")
+        """The site's state folder, created owner-only (0700) the first time: ledgers, split, caches, log."""
+        path = (
+            self.state_dir
+            or os.environ.get("RADFL_STATE_DIR")
+            or os.path.join(os.path.expanduser("~"), ".radfl", "site-state")
+        )
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
 
     def label(self) -> int:
         """The number the server's records list this site under (its partition-id; -1 when none given)."""

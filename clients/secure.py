@@ -18,7 +18,6 @@ from clients.handlers import Declined, check_request, parse_run, site_log, site_
 from clients.policy import SitePolicy
 from clients.site import session
 from common import records as R
-from common.adapters import check_incoming
 from common.ledger import charge, open_ledger
 from common.privacy import epsilon_spent
 from common.training import private_gradient_sum
@@ -83,12 +82,17 @@ def secure_train(msg: Message, context: Context) -> Message:
     except Exception:  # noqa: BLE001
         site_log(None).exception("secure round failed")
         raise _refuse(Reason.SITE_ERROR) from None
-    return Message(RecordDict({
-        "fitres.parameters": ArrayRecord(arrays),  # masked by secaggplus_mod, then removed from the reply
-        "fitres.num_examples": MetricRecord({"num_examples": 1}),  # plaintext: a constant, so every weight is 1
-        "fitres.metrics": ConfigRecord(numbers),  # plaintext: the ledger's data-independent numbers only
-        "fitres.status": ConfigRecord({"code": 0, "message": ""}),
-    }), reply_to=msg)
+    return Message(
+        RecordDict(
+            {
+                "fitres.parameters": ArrayRecord(arrays),  # masked by secaggplus_mod, then removed from the reply
+                "fitres.num_examples": MetricRecord({"num_examples": 1}),  # plaintext: a constant, so every weight is 1
+                "fitres.metrics": ConfigRecord(numbers),  # plaintext: the ledger's data-independent numbers only
+                "fitres.status": ConfigRecord({"code": 0, "message": ""}),
+            }
+        ),
+        reply_to=msg,
+    )
 
 
 def _share(policy: SitePolicy, run_config: dict, content) -> tuple[list[np.ndarray], dict]:
@@ -97,10 +101,14 @@ def _share(policy: SitePolicy, run_config: dict, content) -> tuple[list[np.ndarr
     s = session(cfg, policy)
     model = s.classifier.model
     names = sorted(n for n, p in model.named_parameters() if p.requires_grad)
-    incoming = [a.numpy() for a in content["fitins.parameters"].values()] if "fitins.parameters" in content.array_records else []
+    incoming = (
+        [a.numpy() for a in content["fitins.parameters"].values()]
+        if "fitins.parameters" in content.array_records
+        else []
+    )
     if len(incoming) != len(names):
         raise Declined(Reason.ADAPTER_REJECTED, "array count")
-    arrays = dict(zip(names, incoming))
+    arrays = dict(zip(names, incoming, strict=True))
     _check_arrays(model, arrays, policy)
     unit = cfg.privacy_unit
     n_units = s.n_units(unit)
@@ -110,7 +118,9 @@ def _share(policy: SitePolicy, run_config: dict, content) -> tuple[list[np.ndarr
     q = cfg.sample_rate or plan.sample_rate
     from common.privacy import calibrate_noise
 
-    sigma = calibrate_noise(target_epsilon=cfg.epsilon, delta=cfg.delta, sample_rate=q, steps=cfg.rounds, accountant=cfg.accountant)
+    sigma = calibrate_noise(
+        target_epsilon=cfg.epsilon, delta=cfg.delta, sample_rate=q, steps=cfg.rounds, accountant=cfg.accountant
+    )
     m = cfg.secagg_m or cfg.sites
     from clients.handlers import run_key
 
@@ -122,10 +132,23 @@ def _share(policy: SitePolicy, run_config: dict, content) -> tuple[list[np.ndarr
         entry = (sigma, q, 1)
         if epsilon_spent(history + [entry], delta=cfg.delta, accountant=cfg.accountant) > cfg.epsilon * 1.01:
             raise Declined(Reason.RUN_BUDGET_SPENT)
-        if ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant, extra=[entry]) > policy.lifetime_epsilon * 1.01:
+        if (
+            ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant, extra=[entry])
+            > policy.lifetime_epsilon * 1.01
+        ):
             raise Declined(Reason.LIFETIME_BUDGET_SPENT)
-        charge(ledger, run=key, kind="train", unit=unit, epsilon_target=cfg.epsilon, delta=cfg.delta, accountant=cfg.accountant,
-               noise_multiplier=sigma, sample_rate=q, steps=1)
+        charge(
+            ledger,
+            run=key,
+            kind="train",
+            unit=unit,
+            epsilon_target=cfg.epsilon,
+            delta=cfg.delta,
+            accountant=cfg.accountant,
+            noise_multiplier=sigma,
+            sample_rate=q,
+            steps=1,
+        )
         history = list(ledger.release(key).history)
         life = ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant)
     params = dict(model.named_parameters())
@@ -134,15 +157,32 @@ def _share(policy: SitePolicy, run_config: dict, content) -> tuple[list[np.ndarr
     with torch.no_grad():
         for name, value in arrays.items():
             params[name].copy_(torch.as_tensor(value))
-    share = private_gradient_sum(model, s.data.dataset(s.train), noise_multiplier=sigma, noise_share=m, sample_rate=q,
-                                 max_grad_norm=plan.max_grad_norm, pad_id=s.classifier.pad_id, device=s.device,
-                                 grad_sample_mode=s.grad_sample_mode, units=s.units(unit), autocast_dtype=s.train_autocast)
-    vectors = [share[n] for n in names] + [np.array([q * n_units], dtype=np.float64)]  # the expected batch rides in the sum too
+    share = private_gradient_sum(
+        model,
+        s.data.dataset(s.train),
+        noise_multiplier=sigma,
+        noise_share=m,
+        sample_rate=q,
+        max_grad_norm=plan.max_grad_norm,
+        pad_id=s.classifier.pad_id,
+        device=s.device,
+        grad_sample_mode=s.grad_sample_mode,
+        units=s.units(unit),
+        autocast_dtype=s.train_autocast,
+    )
+    vectors = [share[n] for n in names] + [
+        np.array([q * n_units], dtype=np.float64)
+    ]  # the expected batch rides in the sum too
     if not all(np.isfinite(v).all() for v in vectors):
         raise Declined(Reason.UPDATE_NOT_FINITE)
-    numbers = {R.SITE_INDEX: policy.label(), R.EPSILON_SPENT: epsilon_spent(history, delta=cfg.delta, accountant=cfg.accountant),
-               R.LIFETIME_EPSILON: life if math.isfinite(life) else -1.0, R.NOISE_MULTIPLIER: sigma, R.SAMPLE_RATE: q,
-               R.STEPS: int(sum(h[2] for h in history))}
+    numbers = {
+        R.SITE_INDEX: policy.label(),
+        R.EPSILON_SPENT: epsilon_spent(history, delta=cfg.delta, accountant=cfg.accountant),
+        R.LIFETIME_EPSILON: life if math.isfinite(life) else -1.0,
+        R.NOISE_MULTIPLIER: sigma,
+        R.SAMPLE_RATE: q,
+        R.STEPS: int(sum(h[2] for h in history)),
+    }
     return vectors, numbers
 
 
@@ -155,6 +195,3 @@ def _check_arrays(model, arrays: dict[str, np.ndarray], policy: SitePolicy) -> N
             raise Declined(Reason.ADAPTER_NOT_FINITE, name)
         if value.size and float(np.abs(value).max()) > policy.max_adapter_abs:
             raise Declined(Reason.ADAPTER_OUT_OF_RANGE, name)
-
-
-__all__ = ["secure_aggregation_mod", "check_incoming"]

@@ -23,7 +23,6 @@ from common.config import RunConfig
 from common.data import PreparedData, label_names_for, prepare
 from common.guard import autocast_is_safe, choose_grad_sample_mode
 from common.model import Classifier, build_classifier, load_tokenizer, lora_spec, resolve_device
-from common.privacy import steps_per_epoch_for
 from common.runtime import autocast_dtype
 from common.warmstart import apply_warm_start
 
@@ -55,8 +54,12 @@ class SiteSession:
 
 def session(cfg: RunConfig, policy: SitePolicy) -> SiteSession:
     # Only what shapes the model and the data keys the cache; privacy settings never do.
-    key = {k: v for k, v in cfg.to_flower().items() if k.split(".")[0] in ("data", "model", "lora") or k in ("train.seed", "train.device",
-                                                                                                              "fl.sites", "fl.partition", "fl.alpha", "fl.aggregation")}
+    key = {
+        k: v
+        for k, v in cfg.to_flower().items()
+        if k.split(".")[0] in ("data", "model", "lora")
+        or k in ("train.seed", "train.device", "fl.sites", "fl.partition", "fl.alpha", "fl.aggregation")
+    }
     return _session(json.dumps(key, sort_keys=True), policy)
 
 
@@ -75,7 +78,9 @@ def _session(key_json: str, policy: SitePolicy) -> SiteSession:
     labels = label_names_for(cfg)
     if tuple(data.label_names) != tuple(labels):
         column = {n: i for i, n in enumerate(data.label_names)}
-        data = PreparedData(data.reports.with_labels(labels, [column[n] for n in labels]), data.ids, data.train, data.val, data.test)
+        data = PreparedData(
+            data.reports.with_labels(labels, [column[n] for n in labels]), data.ids, data.train, data.val, data.test
+        )
     classifier = build_classifier(cfg.model, labels, lora=lora_spec(cfg, federated=True), device=device)
     apply_warm_start(classifier, cfg)  # public: built from synthetic reports, the same at every site and the server
     mode = _grad_sample_mode(key_json)
@@ -89,14 +94,24 @@ def _session(key_json: str, policy: SitePolicy) -> SiteSession:
 def _own_data(cfg: RunConfig, policy: SitePolicy, tokenizer) -> PreparedData:
     """A deployed site's reports from its node config, split once with the site's own seed."""
     state = Path(policy.state_folder())
-    site_cfg = cfg.replace(dataset=policy.data_format, data=policy.data_path, text_column=policy.text_column,
-                           label_columns=policy.label_columns if policy.data_format == "csv" else "")
+    site_cfg = cfg.replace(
+        dataset=policy.data_format,
+        data=policy.data_path,
+        text_column=policy.text_column,
+        label_columns=policy.label_columns if policy.data_format == "csv" else "",
+    )
     from common.data import load_reports
 
     reports = load_reports(site_cfg)
     split = _split_record(state, _fingerprint(reports.texts), policy)
-    return prepare(site_cfg, tokenizer, reports, split_seed=split["seed"], fractions=(split["val_fraction"], split["test_fraction"]),
-                   cache=state / "cache")
+    return prepare(
+        site_cfg,
+        tokenizer,
+        reports,
+        split_seed=split["seed"],
+        fractions=(split["val_fraction"], split["test_fraction"]),
+        cache=state / "cache",
+    )
 
 
 def _split_record(state: Path, fingerprint: str, policy: SitePolicy) -> dict:
@@ -104,7 +119,11 @@ def _split_record(state: Path, fingerprint: str, policy: SitePolicy) -> dict:
     path = state / "splits" / f"{fingerprint}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    record = {"seed": int.from_bytes(os.urandom(4), "little"), "val_fraction": policy.val_fraction, "test_fraction": policy.test_fraction}
+    record = {
+        "seed": int.from_bytes(os.urandom(4), "little"),
+        "val_fraction": policy.val_fraction,
+        "test_fraction": policy.test_fraction,
+    }
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record))
@@ -135,13 +154,11 @@ def _pool(key_json: str) -> PreparedData:
 def _grad_sample_mode(key_json: str) -> str:
     """The guard's choice for this model, checked once per process; the guard always runs."""
     cfg = RunConfig.from_flower({**RunConfig().to_flower(), **json.loads(key_json)})
-    return choose_grad_sample_mode(build_classifier(cfg.model, ("probe",), lora=lora_spec(cfg, federated=True)).model, "auto")
+    return choose_grad_sample_mode(
+        build_classifier(cfg.model, ("probe",), lora=lora_spec(cfg, federated=True)).model, "auto"
+    )
 
 
 def fedavg_weight(sample_rate: float, batch_size: int) -> float:
     """FedAvg weight from public numbers: batches per epoch (1/q) x expected batch. Never an exact count."""
     return float(round(1.0 / sample_rate) * batch_size)
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return steps_per_epoch_for(n, batch_size)

@@ -27,7 +27,7 @@ def _a_frozen(model) -> bool:
     return any(".lora_A." in n and not p.requires_grad for n, p in model.named_parameters())
 
 
-def get_adapter_state(model, *, trainable_only: bool = True) -> "OrderedDict[str, np.ndarray]":
+def get_adapter_state(model, *, trainable_only: bool = True) -> OrderedDict[str, np.ndarray]:
     """Adapter arrays as float32 numpy, in a stable order. Nothing of the base model is included."""
     from peft import get_peft_model_state_dict
 

@@ -73,7 +73,9 @@ class AuditResult:
         return dict(self.__dict__)
 
 
-def guess_and_bound(scores: np.ndarray, included: np.ndarray, *, k: int, delta: float, confidence: float = 0.95) -> tuple[AuditResult, list]:
+def guess_and_bound(
+    scores: np.ndarray, included: np.ndarray, *, k: int, delta: float, confidence: float = 0.95
+) -> tuple[AuditResult, list]:
     """Guess the k highest scores "in" and the k lowest "out"; the ε lower bound and the precision curve.
 
     The k is fixed before looking (the paper's recipe); the curve (precision of the top/bottom j guesses,
@@ -82,9 +84,16 @@ def guess_and_bound(scores: np.ndarray, included: np.ndarray, *, k: int, delta: 
     order = np.argsort(-scores, kind="stable")
     top, bottom = order[:k], order[::-1][:k]
     correct = int(included[top].sum() + (~included[bottom]).sum())
-    result = AuditResult(len(scores), int(included.sum()), 2 * k, correct,
-                         epsilon_lower_bound(m=len(scores), guesses=2 * k, correct=correct, delta=delta, confidence=confidence),
-                         max_certifiable(m=len(scores), guesses=2 * k, delta=delta, confidence=confidence), confidence, delta)
+    result = AuditResult(
+        len(scores),
+        int(included.sum()),
+        2 * k,
+        correct,
+        epsilon_lower_bound(m=len(scores), guesses=2 * k, correct=correct, delta=delta, confidence=confidence),
+        max_certifiable(m=len(scores), guesses=2 * k, delta=delta, confidence=confidence),
+        confidence,
+        delta,
+    )
     curve = []
     for j in range(max(1, k // 20), k + 1, max(1, k // 20)):
         right = included[order[:j]].sum() + (~included[order[::-1][:j]]).sum()
@@ -104,7 +113,9 @@ class GradientCanaries:
     scores a canary by the sum over steps of the released noisy gradient along its coordinate.
     """
 
-    def __init__(self, model, m: int, *, included: np.ndarray, sample_rate: float, clip: float, rng: np.random.Generator):
+    def __init__(
+        self, model, m: int, *, included: np.ndarray, sample_rate: float, clip: float, rng: np.random.Generator
+    ):
         self.params = [p for _, p in sorted(model.named_parameters()) if p.requires_grad]
         sizes = np.array([p.numel() for p in self.params])
         if m > sizes.sum():
@@ -112,13 +123,19 @@ class GradientCanaries:
         # Where the reports' own gradients are quietest: LoRA A while B is still near its zero start (its gradient
         # is B-weighted), else anywhere. Quiet coordinates make the strongest auditor; any coordinate is valid.
         names = [n for n, p in sorted(model.named_parameters()) if p.requires_grad]
-        quiet = np.concatenate([np.arange(o, o + s) for n, o, s in zip(names, np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
-                                if ".lora_A." in n] or [np.arange(0)])
+        quiet = np.concatenate(
+            [
+                np.arange(o, o + s)
+                for n, o, s in zip(names, np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes, strict=True)
+                if ".lora_A." in n
+            ]
+            or [np.arange(0)]
+        )
         pool = quiet if len(quiet) >= m else np.arange(int(sizes.sum()))
         flat = rng.choice(pool, size=m, replace=False)
         self.where = [(int(np.searchsorted(np.cumsum(sizes), i, side="right")), 0) for i in flat]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        self.where = [(j, int(i - offsets[j])) for (j, _), i in zip(self.where, flat)]
+        self.where = [(j, int(i - offsets[j])) for (j, _), i in zip(self.where, flat, strict=True)]
         self.sign = rng.choice([-1.0, 1.0], size=m)
         self.included, self.sample_rate, self.clip, self.rng = included, sample_rate, clip, rng
         self.scores = np.zeros(m)

@@ -20,13 +20,16 @@ import torch
 from common.errors import InputError
 from common.metrics import compute_metrics
 from common.privacy import PrivacyLedger, check_budget, secure_generator, steps_for
+from common.thresholds import tune
 from common.training import MultiLabelLoss
 
 # C of TF-IDF's logistic regressions, picked on validation: C = 10 → 100 took test weighted F1 at
 # threshold 0.5 from 0.80 to 0.82 on /work/dev and 0.81 to 0.83 on realistic synthetic reports
 # (validation agreed both times). The default comes first: another C must beat it to be chosen.
 TFIDF_C_GRID = (10.0, 1.0, 100.0)
-HASHED_FEATURES = 2**13  # 8192 dims: few collisions among a few thousand reports' 1-2 grams, a batch stays B·8192 floats
+HASHED_FEATURES = (
+    2**13
+)  # 8192 dims: few collisions among a few thousand reports' 1-2 grams, a batch stays B·8192 floats
 
 
 def _check_inputs(train_texts, train_labels) -> np.ndarray:
@@ -69,17 +72,6 @@ def tfidf_logreg(train_texts, train_labels, test_texts, *, seed: int, C: float =
     return probs
 
 
-def tune_thresholds(val_labels, val_probs) -> np.ndarray:
-    """Per label, the threshold on a 0.05 … 0.95 grid with the best F1 on validation reports (ties:
-    nearest 0.5; 0.5 for a label without a positive): `common.thresholds.tune`.
-
-    Only for the non-private line: tuning on a site's reports is a release its ledger does not see.
-    """
-    from common.thresholds import tune
-
-    return tune(np.asarray(val_labels, np.float32), np.asarray(val_probs, np.float32))
-
-
 def hashed_features(texts, *, n_features: int = HASHED_FEATURES):
     """Sparse (n, n_features) float32 rows: hashed word 1-2 gram counts → log1p → unit L2 norm.
 
@@ -90,8 +82,9 @@ def hashed_features(texts, *, n_features: int = HASHED_FEATURES):
     from sklearn.feature_extraction.text import HashingVectorizer
     from sklearn.preprocessing import normalize
 
-    counts = HashingVectorizer(n_features=n_features, ngram_range=(1, 2), alternate_sign=False, norm=None,
-                               dtype=np.float32).transform(list(texts))
+    counts = HashingVectorizer(
+        n_features=n_features, ngram_range=(1, 2), alternate_sign=False, norm=None, dtype=np.float32
+    ).transform(list(texts))
     counts.data = np.log1p(counts.data)
     return normalize(counts, norm="l2").astype(np.float32)
 
@@ -100,16 +93,13 @@ def dp_schedule(n_examples: int, epsilon: float) -> dict:
     """Batch size, epochs, learning rate and clipping norm of DP-SGD from N and ε alone (never from
     the reports' content).
 
-    Set on /work/dev (751 training reports) and 4,000 "easy" synthetic reports (3,011), weighted F1 on
-    val + test, 2-3 runs each: plain SGD beat Adam a little; C = 0.1 (an example's gradient norm is at
-    most √(2/L) ≈ 0.38 under the label-averaged loss, ≈ 0.19 at the start) beat 0.05 and 0.2-0.4;
-    batches N/8 … N/2 and epochs 10-40 (ε = 1) or 30-100 (ε = 10) were within run-to-run noise
-    (±0.02). The best learning rate grew with the batch (50 at B = 187, 200-400 at B = 752), so
-    lr = 0.3·B: a report's clipped gradient moves the weights by at most 0.3·C a step and the noise
-    per step has std 0.3·σC per coordinate, whatever B. Checked on 4,000 "realistic" synthetic
-    reports, not used to set it: lr 56/113/226/450 gave 0.35/0.48/0.51/0.48 at ε = 1 and
-    0.57/0.68/0.73/0.73 at ε = 10. B = ⌊N/4⌋ (≤ 1024; Opacus' q = 1/⌈N/B⌉ is then 1/5), epochs
-    ≈ 20·√ε within [10, 60].
+    Set on real and "easy" synthetic reports by weighted F1 on val + test, and checked (not set) on
+    "realistic" synthetic reports: plain SGD beat Adam a little; C = 0.1, below an example's largest
+    gradient norm (√(2/L) under the label-averaged loss), beat smaller and larger norms; over a wide
+    range the batch size and the number of epochs mattered less than run-to-run noise. The best
+    learning rate grew with the batch, so lr = 0.3·B: a report's clipped gradient moves the weights by
+    at most 0.3·C a step and the noise per step has std 0.3·σC per coordinate, whatever B.
+    B = ⌊N/4⌋ (≤ 1024; Opacus' q = 1/⌈N/B⌉ is then 1/5), epochs ≈ 20·√ε within [10, 60].
     """
     batch_size = min(n_examples, max(16, min(1024, n_examples // 4)))
     epochs = int(min(60, max(10, round(20 * math.sqrt(epsilon))))) if math.isfinite(epsilon) else 0
@@ -118,8 +108,8 @@ def dp_schedule(n_examples: int, epsilon: float) -> dict:
 
 @contextlib.contextmanager
 def _one_thread():
-    """torch on one thread while a baseline trains: its ops are tiny (a linear layer), and on this
-    2-core machine under load 2 threads made them 5-20× slower (L-BFGS 9.5 s vs 0.5 s)."""
+    """torch on one thread while a baseline trains: its ops are tiny (a linear layer), and on a small,
+    loaded machine more threads made them several times slower."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -152,26 +142,38 @@ def _zero_linear(d: int, n_labels: int) -> torch.nn.Linear:
     return model
 
 
-def _train_linear(features, labels, *, ledger: PrivacyLedger, batch_size: int, steps: int, lr: float) -> torch.nn.Linear:
+def _train_linear(
+    features, labels, *, ledger: PrivacyLedger, batch_size: int, steps: int, lr: float
+) -> torch.nn.Linear:
     """A Linear(d → L) layer trained by DP-SGD for `steps` steps at the ledger's σ, q and C.
 
     Opacus' ghost clipping: for a linear layer, an example's gradient norm is ‖∂loss/∂logits‖·‖(x, 1)‖,
-    so per-example norms come without materializing B·d·L per-example gradients (15× faster here
-    than hooks; the clipped sum is checked against a hand-computed one in the tests).
+    so per-example norms come without materializing B·d·L per-example gradients (much faster than
+    hooks; the clipped sum is checked against a hand-computed one in the tests).
     """
     from opacus import PrivacyEngine
 
     model = _zero_linear(features.shape[1], labels.shape[1])
     # Poisson sampling and noise both from OS entropy: a seed (which the server may choose) fixes neither.
-    loader = torch.utils.data.DataLoader(_SparseRows(features, labels), batch_size=batch_size, generator=secure_generator())
+    loader = torch.utils.data.DataLoader(
+        _SparseRows(features, labels), batch_size=batch_size, generator=secure_generator()
+    )
     with warnings.catch_warnings():  # "Secure RNG turned off": our generators draw from OS entropy instead
         warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
         engine = PrivacyEngine(accountant=ledger.accountant)
         engine.accountant.history = list(ledger.history)
         hooks, optimizer, criterion, loader = engine.make_private(
-            module=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), data_loader=loader,
-            criterion=MultiLabelLoss(), grad_sample_mode="ghost", noise_multiplier=ledger.noise_multiplier,
-            max_grad_norm=ledger.max_grad_norm, poisson_sampling=True, noise_generator=secure_generator(), wrap_model=False)
+            module=model,
+            optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+            data_loader=loader,
+            criterion=MultiLabelLoss(),
+            grad_sample_mode="ghost",
+            noise_multiplier=ledger.noise_multiplier,
+            max_grad_norm=ledger.max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=secure_generator(),
+            wrap_model=False,
+        )
     if len(loader) != round(1 / ledger.sample_rate):
         raise ValueError("the data or batch size differ from the ones the ledger was planned for")
     optimizer.secure_mode = True  # Opacus' floating-point mitigation (sum of 4 draws), from our OS-entropy generator
@@ -195,8 +197,9 @@ def _train_linear(features, labels, *, ledger: PrivacyLedger, batch_size: int, s
 def _sparse_tensor(features) -> torch.Tensor:
     coo = features.tocoo()
     index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(index, torch.from_numpy(coo.data), coo.shape, dtype=torch.float32,
-                                   check_invariants=True)
+    return torch.sparse_coo_tensor(
+        index, torch.from_numpy(coo.data), coo.shape, dtype=torch.float32, check_invariants=True
+    )
 
 
 def _fit_exact(features, labels, *, l2: float, max_iter: int = 500) -> torch.nn.Linear:
@@ -207,8 +210,15 @@ def _fit_exact(features, labels, *, l2: float, max_iter: int = 500) -> torch.nn.
     x = _sparse_tensor(features)
     y = torch.from_numpy(np.asarray(labels, np.float32))
     criterion = MultiLabelLoss()
-    optimizer = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        model.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         optimizer.zero_grad(set_to_none=True)
@@ -221,9 +231,21 @@ def _fit_exact(features, labels, *, l2: float, max_iter: int = 500) -> torch.nn.
     return model
 
 
-def dp_logreg(train_texts, train_labels, test_texts, *, epsilon: float, delta: float, seed: int, accountant: str = "prv",
-              n_features: int = HASHED_FEATURES, batch_size: int | None = None, epochs: float | None = None,
-              lr: float | None = None, max_grad_norm: float | None = None) -> tuple[np.ndarray, dict]:
+def dp_logreg(
+    train_texts,
+    train_labels,
+    test_texts,
+    *,
+    epsilon: float,
+    delta: float,
+    seed: int,
+    accountant: str = "prv",
+    n_features: int = HASHED_FEATURES,
+    batch_size: int | None = None,
+    epochs: float | None = None,
+    lr: float | None = None,
+    max_grad_norm: float | None = None,
+) -> tuple[np.ndarray, dict]:
     """Probabilities (n_test, L) and the privacy summary of a multi-label logistic regression on hashed
     n-grams, trained by DP-SGD at (ε, δ), example-level (one report) for the training reports.
 
@@ -239,21 +261,41 @@ def dp_logreg(train_texts, train_labels, test_texts, *, epsilon: float, delta: f
     check_budget(epsilon=epsilon, delta=delta, n_examples=n)
     features = hashed_features(train_texts, n_features=n_features)
     schedule = dp_schedule(n, epsilon)
-    settings = {"batch_size": batch_size or schedule["batch_size"], "epochs": epochs or schedule["epochs"],
-                "lr": lr or schedule["lr"], "max_grad_norm": max_grad_norm or schedule["max_grad_norm"]}
+    settings = {
+        "batch_size": batch_size or schedule["batch_size"],
+        "epochs": epochs or schedule["epochs"],
+        "lr": lr or schedule["lr"],
+        "max_grad_norm": max_grad_norm or schedule["max_grad_norm"],
+    }
     if math.isinf(epsilon):
         l2 = 1.0 / (10.0 * n * labels.shape[1])
         with _one_thread():
             model = _fit_exact(features, labels, l2=l2)
         settings = {"optimizer": "lbfgs", "l2": l2}
-        summary = {"epsilon_target": "inf", "epsilon_spent": "inf", "delta": delta, "noise_multiplier": 0.0,
-                   "sample_rate": None, "steps": 0, "accountant": None, "max_grad_norm": None}
+        summary = {
+            "epsilon_target": "inf",
+            "epsilon_spent": "inf",
+            "delta": delta,
+            "noise_multiplier": 0.0,
+            "sample_rate": None,
+            "steps": 0,
+            "accountant": None,
+            "max_grad_norm": None,
+        }
     else:
         steps = steps_for(settings["epochs"], n, settings["batch_size"])
-        ledger = PrivacyLedger.plan(target_epsilon=epsilon, delta=delta, n_examples=n, batch_size=settings["batch_size"],
-                                    steps=steps, max_grad_norm=settings["max_grad_norm"], accountant=accountant)
-        model = _train_linear(features, labels, ledger=ledger, batch_size=settings["batch_size"], steps=steps,
-                              lr=settings["lr"])
+        ledger = PrivacyLedger.plan(
+            target_epsilon=epsilon,
+            delta=delta,
+            n_examples=n,
+            batch_size=settings["batch_size"],
+            steps=steps,
+            max_grad_norm=settings["max_grad_norm"],
+            accountant=accountant,
+        )
+        model = _train_linear(
+            features, labels, ledger=ledger, batch_size=settings["batch_size"], steps=steps, lr=settings["lr"]
+        )
         settings["optimizer"] = "sgd"
         summary = ledger.summary()
     with torch.no_grad():
@@ -284,23 +326,32 @@ def run_baselines(data, *, epsilon: float, delta: float, seed: int, accountant: 
         if best is None or val_f1 > best[0]:
             best = (val_f1, C, probs)
     _, C, probs = best
-    val_probs, test_probs = probs[: len(val)], probs[len(val):]
-    thresholds = tune_thresholds(labels[val], val_probs)
+    val_probs, test_probs = probs[: len(val)], probs[len(val) :]
+    thresholds = tune(labels[val], val_probs)  # non-private line only (see the docstring)
     result["tfidf_logreg"] = {
         "C": C,
         "metrics": compute_metrics(labels[test], test_probs, names),
         "val_metrics": compute_metrics(labels[val], val_probs, names),
         "tuned_metrics": compute_metrics(labels[test], test_probs, names, threshold=thresholds),
-        "thresholds": dict(zip(names, thresholds.tolist())),
+        "thresholds": dict(zip(names, thresholds.tolist(), strict=True)),
         "seconds": time.perf_counter() - started,
     }
     if not math.isinf(epsilon):
         started = time.perf_counter()
-        probs, privacy = dp_logreg(pick(train), labels[train], pick(val) + pick(test), epsilon=epsilon, delta=delta,
-                                   seed=seed, accountant=accountant)
+        probs, privacy = dp_logreg(
+            pick(train),
+            labels[train],
+            pick(val) + pick(test),
+            epsilon=epsilon,
+            delta=delta,
+            seed=seed,
+            accountant=accountant,
+        )
         result["dp_logreg"] = {
-            "epsilon": epsilon, "metrics": compute_metrics(labels[test], probs[len(val):], names),
-            "val_metrics": compute_metrics(labels[val], probs[: len(val)], names), "privacy": privacy,
+            "epsilon": epsilon,
+            "metrics": compute_metrics(labels[test], probs[len(val) :], names),
+            "val_metrics": compute_metrics(labels[val], probs[: len(val)], names),
+            "privacy": privacy,
             "seconds": time.perf_counter() - started,
         }
     return result

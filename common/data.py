@@ -21,11 +21,21 @@ def load_reports(cfg: RunConfig) -> ReportSet:
     if cfg.dataset in ("mimic-cxr", "ct-rate", "csv") and not cfg.data:
         raise InputError(f"--dataset {cfg.dataset} needs --data PATH")
     if cfg.dataset == "synthetic-mimic":
-        return generate("mimic-cxr", n_reports=cfg.synthetic_reports, seed=cfg.seed, label_noise=cfg.label_noise,
-                        difficulty=cfg.synthetic_difficulty).to_report_set(cfg.uncertainty)
+        return generate(
+            "mimic-cxr",
+            n_reports=cfg.synthetic_reports,
+            seed=cfg.seed,
+            label_noise=cfg.label_noise,
+            difficulty=cfg.synthetic_difficulty,
+        ).to_report_set(cfg.uncertainty)
     if cfg.dataset == "synthetic-ctrate":
-        return generate("ct-rate", n_reports=cfg.synthetic_reports, seed=cfg.seed, label_noise=cfg.label_noise,
-                        difficulty=cfg.synthetic_difficulty).to_report_set()
+        return generate(
+            "ct-rate",
+            n_reports=cfg.synthetic_reports,
+            seed=cfg.seed,
+            label_noise=cfg.label_noise,
+            difficulty=cfg.synthetic_difficulty,
+        ).to_report_set()
     if cfg.dataset == "mimic-cxr":
         return load_mimic_cxr(cfg.data, labeler=cfg.labeler, uncertainty=cfg.uncertainty)
     if cfg.dataset == "ct-rate":
@@ -62,9 +72,14 @@ class PreparedData:
         return TokenizedReports([self.ids[i] for i in index], self.reports.labels[index])
 
     def sizes(self) -> dict:
-        return {"n_train": int(len(self.train)), "n_val": int(len(self.val)), "n_test": int(len(self.test)),
-                "n_reports": int(len(self.reports)), "skipped": dict(self.reports.skipped),
-                "mean_tokens": float(np.mean([len(x) for x in self.ids])) if self.ids else 0.0}
+        return {
+            "n_train": int(len(self.train)),
+            "n_val": int(len(self.val)),
+            "n_test": int(len(self.test)),
+            "n_reports": int(len(self.reports)),
+            "skipped": dict(self.reports.skipped),
+            "mean_tokens": float(np.mean([len(x) for x in self.ids])) if self.ids else 0.0,
+        }
 
     def site_splits(self, cfg: RunConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Each site's (train, val, test) indices: every split partitioned the same way by patient.
@@ -74,13 +89,23 @@ class PreparedData:
         """
         # One seed for all three splits: the same Dirichlet shares, so a site's test reports are
         # skewed like its training reports.
-        parts = [partition_sites(self.reports, idx, n_sites=cfg.sites, scheme=cfg.partition, alpha=cfg.alpha, seed=cfg.seed)
-                 for idx in (self.train, self.val, self.test)]
-        return list(zip(*parts))
+        parts = [
+            partition_sites(self.reports, idx, n_sites=cfg.sites, scheme=cfg.partition, alpha=cfg.alpha, seed=cfg.seed)
+            for idx in (self.train, self.val, self.test)
+        ]
+        return list(zip(*parts, strict=True))
 
 
-def prepare(cfg: RunConfig, tokenizer, reports: ReportSet | None = None, *, split_seed: int | None = None,
-            fractions: tuple[float, float] | None = None, cache=None, splits=None) -> PreparedData:
+def prepare(
+    cfg: RunConfig,
+    tokenizer,
+    reports: ReportSet | None = None,
+    *,
+    split_seed: int | None = None,
+    fractions: tuple[float, float] | None = None,
+    cache=None,
+    splits=None,
+) -> PreparedData:
     """Load (unless given), split by patient and tokenize (cached) the reports of `cfg`.
 
     A deployed site passes its own `split_seed` and (val, test) `fractions`, kept in its state
@@ -89,7 +114,11 @@ def prepare(cfg: RunConfig, tokenizer, reports: ReportSet | None = None, *, spli
     if len(reports) == 0:
         raise InputError("the data set holds no reports")
     val_fraction, test_fraction = fractions or (cfg.val_fraction, cfg.test_fraction)
-    train, val, test = splits or dataset_splits(reports, val_fraction=val_fraction, test_fraction=test_fraction,
-                                                seed=cfg.seed if split_seed is None else split_seed)
+    train, val, test = splits or dataset_splits(
+        reports,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=cfg.seed if split_seed is None else split_seed,
+    )
     ids = tokenize(reports.texts, tokenizer, max_length=cfg.max_length, fingerprint=reports.fingerprint(), cache=cache)
     return PreparedData(reports, ids, train, val, test)

@@ -42,10 +42,18 @@ class ReportSet:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def with_labels(self, names, columns) -> "ReportSet":
+    def with_labels(self, names, columns) -> ReportSet:
         """The same reports with only the label columns `columns` (named `names`)."""
-        return ReportSet(self.texts, self.labels[:, list(columns)], tuple(names), self.patient_ids, self.study_ids, self.sites,
-                         self.splits, dict(self.skipped))
+        return ReportSet(
+            self.texts,
+            self.labels[:, list(columns)],
+            tuple(names),
+            self.patient_ids,
+            self.study_ids,
+            self.sites,
+            self.splits,
+            dict(self.skipped),
+        )
 
     def fingerprint(self) -> str:
         """A hash of the texts, the key of the token cache."""
@@ -186,8 +194,13 @@ def load_mimic_cxr(root, *, labeler: str = "chexpert", uncertainty: str = "ones"
         raise InputError(f"none of the {len(rows)} studies in {label_file.name} has a report under {root / 'files'}")
     official = split_file is not None and all(splits)
     return ReportSet(
-        texts, apply_uncertainty(np.array(raw), uncertainty), names, patients, studies,
-        splits=splits if official else None, skipped={"missing_report": missing},
+        texts,
+        apply_uncertainty(np.array(raw), uncertainty),
+        names,
+        patients,
+        studies,
+        splits=splits if official else None,
+        skipped={"missing_report": missing},
     )
 
 
@@ -254,8 +267,14 @@ def _scan_key(volume: str, path: Path) -> str:
 
 
 def load_table(
-    path, *, text_column: str = "text", label_columns: list[str] | None = None, uncertainty: str = "ones",
-    patient_column: str = "patient_id", site_column: str = "site", split_column: str = "split",
+    path,
+    *,
+    text_column: str = "text",
+    label_columns: list[str] | None = None,
+    uncertainty: str = "ones",
+    patient_column: str = "patient_id",
+    site_column: str = "site",
+    split_column: str = "split",
 ) -> ReportSet:
     """A CSV or JSONL file with one report per row, a text column and 0/1(/-1) label columns.
 
@@ -281,7 +300,9 @@ def load_table(
             columns = next(csv.reader(handle), [])
     meta = {text_column, patient_column, site_column, split_column, "id"}
     if text_column not in columns:
-        raise InputError(f"{path}: no text column {text_column!r}; found {', '.join(columns) or 'none'} (use --text-column)")
+        raise InputError(
+            f"{path}: no text column {text_column!r}; found {', '.join(columns) or 'none'} (use --text-column)"
+        )
     names = tuple(label_columns) if label_columns else tuple(c for c in columns if c not in meta)
     if not names:
         raise InputError(f"{path}: no label columns; add 0/1 columns or name them with --label-columns")
@@ -296,13 +317,24 @@ def load_table(
         if not text:
             raise InputError(f"{path} row {number}: empty report in column {text_column!r}; fill or remove it")
         texts.append(text)
-        raw.append([parse_label_value(row.get(n) or "", where=f"{path.name} row {number}, column {n!r}") for n in names])
+        raw.append(
+            [parse_label_value(row.get(n) or "", where=f"{path.name} row {number}, column {n!r}") for n in names]
+        )
         patients.append(row.get(patient_column) or f"row{number}")
         sites.append(row.get(site_column) or "")
-        splits.append({"validate": "val", "valid": "val", "validation": "val"}.get(row.get(split_column, ""), row.get(split_column, "")))
+        splits.append(
+            {"validate": "val", "valid": "val", "validation": "val"}.get(
+                row.get(split_column, ""), row.get(split_column, "")
+            )
+        )
     if any(s and s not in ("train", "val", "test") for s in splits):
         raise InputError(f"{path}: column {split_column!r} must hold train, val or test")
     return ReportSet(
-        texts, apply_uncertainty(np.array(raw), uncertainty), names, patients, [str(i) for i in range(len(texts))],
-        sites=sites if all(sites) else None, splits=splits if all(splits) else None,
+        texts,
+        apply_uncertainty(np.array(raw), uncertainty),
+        names,
+        patients,
+        [str(i) for i in range(len(texts))],
+        sites=sites if all(sites) else None,
+        splits=splits if all(splits) else None,
     )

@@ -8,28 +8,49 @@ from common import thresholds as T
 from common.metrics import compute_metrics
 from common.training import predict_probs
 
-LABEL_KINDS = {"synthetic-mimic": "mimic-cxr", "mimic-cxr": "mimic-cxr", "synthetic-ctrate": "ct-rate", "ct-rate": "ct-rate"}
+LABEL_KINDS = {
+    "synthetic-mimic": "mimic-cxr",
+    "mimic-cxr": "mimic-cxr",
+    "synthetic-ctrate": "ct-rate",
+    "ct-rate": "ct-rate",
+}
 
 
-def choose_thresholds(cfg, classifier, data, device, *, private: bool, autocast_dtype=None) -> tuple[np.ndarray | float, str]:
+def choose_thresholds(
+    cfg, classifier, data, device, *, private: bool, autocast_dtype=None
+) -> tuple[np.ndarray | float, str]:
     """Per-label thresholds and the rule that chose them (see common/thresholds.py)."""
     if cfg.thresholds == "0.5":
         return 0.5, "fixed at 0.5 (--thresholds 0.5)"
     if not private:
-        probs = predict_probs(classifier.model, data.dataset(data.val), pad_id=classifier.pad_id, device=device, autocast_dtype=autocast_dtype)
+        probs = predict_probs(
+            classifier.model,
+            data.dataset(data.val),
+            pad_id=classifier.pad_id,
+            device=device,
+            autocast_dtype=autocast_dtype,
+        )
         return T.tune(data.reports.labels[data.val], probs), "tuned per label on the validation split (no DP: free)"
     kind = LABEL_KINDS.get(cfg.dataset)
     if kind is None:
         return 0.5, "0.5: under DP, no public reports exist for this label set"
-    public = T.public_reports(kind, max_length=cfg.max_length, tokenizer=classifier.tokenizer, uncertainty=cfg.uncertainty)
-    probs = predict_probs(classifier.model, public, pad_id=classifier.pad_id, device=device, autocast_dtype=autocast_dtype)
-    return T.tune(public.labels.numpy(), probs), (f"tuned per label on {T.PUBLIC_REPORTS:,} public synthetic reports scored by the "
-                                                  "final DP model (post-processing: no private report, no epsilon)")
+    public = T.public_reports(
+        kind, max_length=cfg.max_length, tokenizer=classifier.tokenizer, uncertainty=cfg.uncertainty
+    )
+    probs = predict_probs(
+        classifier.model, public, pad_id=classifier.pad_id, device=device, autocast_dtype=autocast_dtype
+    )
+    return T.tune(public.labels.numpy(), probs), (
+        f"tuned per label on {T.PUBLIC_REPORTS:,} public synthetic reports scored by the "
+        "final DP model (post-processing: no private report, no epsilon)"
+    )
 
 
 def evaluate(classifier, data, index, device, *, thresholds=0.5, autocast_dtype=None) -> tuple[dict, np.ndarray]:
     """Metrics (at `thresholds`, plus weighted F1 at 0.5) and the probabilities of reports `index`."""
-    probs = predict_probs(classifier.model, data.dataset(index), pad_id=classifier.pad_id, device=device, autocast_dtype=autocast_dtype)
+    probs = predict_probs(
+        classifier.model, data.dataset(index), pad_id=classifier.pad_id, device=device, autocast_dtype=autocast_dtype
+    )
     targets = data.reports.labels[index]
     metrics = compute_metrics(targets, probs, data.label_names, threshold=thresholds)
     metrics["weighted_f1_at_0.5"] = compute_metrics(targets, probs, data.label_names)["weighted_f1"]

@@ -17,7 +17,7 @@ import torch
 from common.tokens import make_collate
 from common.training import MultiLabelLoss
 
-# Fastest first, as measured by `radfl bench` on 2 CPU cores with MiniLM (see README).
+# Fastest first, as measured by `radfl bench` on 2 CPU cores with MiniLM (docs/benchmarks.md).
 PREFERENCE = ("hooks", "functorch")
 LENGTHS = (5, 9, 12, 7)
 
@@ -37,20 +37,25 @@ def per_sample_gradient_error(model: torch.nn.Module, mode: str, *, seed: int = 
             if p.requires_grad:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    n_labels = model(input_ids=torch.ones(1, 2, dtype=torch.long, device=device),
-                     attention_mask=torch.ones(1, 2, dtype=torch.long, device=device)).logits.shape[1]
+    n_labels = model(
+        input_ids=torch.ones(1, 2, dtype=torch.long, device=device),
+        attention_mask=torch.ones(1, 2, dtype=torch.long, device=device),
+    ).logits.shape[1]
     ids = [torch.randint(1000, 5000, (n,), generator=g) for n in LENGTHS]
     targets = torch.randint(0, 2, (len(LENGTHS), n_labels), generator=g).float()
     criterion = MultiLabelLoss()
     expected = {n: [] for n in trainable}
     for i, example in enumerate(ids):  # one unpadded example at a time
         model.zero_grad()
-        logits = model(input_ids=example[None].to(device), attention_mask=torch.ones(1, len(example), dtype=torch.long, device=device)).logits
+        logits = model(
+            input_ids=example[None].to(device),
+            attention_mask=torch.ones(1, len(example), dtype=torch.long, device=device),
+        ).logits
         criterion(logits, targets[i : i + 1].to(device)).backward()
         for n, p in trainable.items():
             expected[n].append(p.grad.detach().clone())
     model.zero_grad()
-    input_ids, mask, _ = make_collate(0)(list(zip(ids, targets)))
+    input_ids, mask, _ = make_collate(0)(list(zip(ids, targets, strict=True)))
     hooks = GradSampleHooks(model, batch_first=True, loss_reduction="mean", force_functorch=mode == "functorch")
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     try:

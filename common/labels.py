@@ -63,5 +63,3 @@ CT_RATE = LabelSet(
         "Interlobular septal thickening",
     ),
 )
-
-LABEL_SETS = {ls.name: ls for ls in (MIMIC_CXR, CT_RATE)}

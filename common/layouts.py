@@ -41,7 +41,7 @@ def write_mimic_cxr(data: SyntheticReports, out, *, seed: int = 0) -> Path:
         raise ValueError("write_mimic_cxr needs MIMIC-CXR style synthetic reports")
     out = Path(out)
     rows = []
-    for text, raw, subject, study in zip(data.reports, data.raw_labels, data.patient_ids, data.study_ids):
+    for text, raw, subject, study in zip(data.reports, data.raw_labels, data.patient_ids, data.study_ids, strict=True):
         path = out / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -52,7 +52,7 @@ def write_mimic_cxr(data: SyntheticReports, out, *, seed: int = 0) -> Path:
     split_of = _split_names(data.patient_ids, seed, {"train": "train", "val": "validate", "test": "test"})
     rng = np.random.default_rng(seed)
     split_rows = []
-    for i, (subject, study) in enumerate(zip(data.patient_ids, data.study_ids)):
+    for i, (subject, study) in enumerate(zip(data.patient_ids, data.study_ids, strict=True)):
         for view in range(int(rng.integers(1, 3))):  # one row per image: PA and often lateral
             split_rows.append([f"{i:08x}-{view:04x}-synthetic", study, subject, split_of[i]])
     _write_csv(out / "mimic-cxr-2.0.0-split.csv.gz", ["dicom_id", "study_id", "subject_id", "split"], split_rows)
@@ -74,13 +74,23 @@ def write_ct_rate(data: SyntheticReports, out, *, seed: int = 0) -> Path:
         scan = data.study_ids[i].rsplit("_", 1)[1]
         for recon in range(1, int(rng.integers(1, 3)) + 1):
             volume = f"{split}_{patient_number[patient]}_{scan}_{recon}.nii.gz"
-            reports[split].append([volume, data.clinical[i], "Non-contrast chest CT.", data.findings[i], data.impressions[i]])
+            reports[split].append(
+                [volume, data.clinical[i], "Non-contrast chest CT.", data.findings[i], data.impressions[i]]
+            )
             labels[split].append([volume, *[str(int(v == 1.0)) for v in data.raw_labels[i]]])
     report_header = ["VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN"]
     _write_csv(out / "radiology_text_reports" / "train_reports.csv", report_header, reports["train"])
     _write_csv(out / "radiology_text_reports" / "validation_reports.csv", report_header, reports["valid"])
-    _write_csv(out / "multi_abnormality_labels" / "train_predicted_labels.csv", ["VolumeName", *CT_RATE.labels], labels["train"])
-    _write_csv(out / "multi_abnormality_labels" / "valid_predicted_labels.csv", ["VolumeName", *CT_RATE.labels], labels["valid"])
+    _write_csv(
+        out / "multi_abnormality_labels" / "train_predicted_labels.csv",
+        ["VolumeName", *CT_RATE.labels],
+        labels["train"],
+    )
+    _write_csv(
+        out / "multi_abnormality_labels" / "valid_predicted_labels.csv",
+        ["VolumeName", *CT_RATE.labels],
+        labels["valid"],
+    )
     return out
 
 
@@ -88,7 +98,7 @@ def _split_names(patient_ids: list[str], seed: int, names: dict[str, str]) -> li
     index = {"train": 0, "val": 1, "test": 2}
     parts = patient_split(patient_ids, val_fraction=0.1, test_fraction=0.1, seed=seed)
     out = [""] * len(patient_ids)
-    for name, idx in zip(index, parts):
+    for name, idx in zip(index, parts, strict=True):
         for i in idx:
             out[i] = names[name]
     return out

@@ -1,7 +1,7 @@
 """A site's lifetime privacy ledger: every release ever made from one set of reports, composed.
 
-One file per data set a site holds, keyed by a fingerprint of the reports themselves (their text
-and labels), never by anything a server sends: a new run, output folder or seed cannot reset it.
+One file per data set a site holds, keyed by a fingerprint of the reports themselves (their
+texts), never by anything a server sends: a new run, output folder or seed cannot reset it.
 Every private run on those reports adds its (σ, q, steps) history, and the lifetime ε is the
 composition of all of them at the site's δ (the accountant composes heterogeneous histories, so
 runs at different σ and q add up exactly as their steps would in one run; Dwork & Roth 2014, §3.5).
@@ -74,11 +74,14 @@ class LedgerState:
         return epsilon_spent(history, delta=delta, accountant=accountant)
 
     def to_dict(self) -> dict:
-        return {"fingerprint": self.fingerprint, "policy": {k: ("inf" if v == math.inf else v) for k, v in self.policy.items()},
-                "releases": [_plain(asdict(r)) for r in self.releases]}
+        return {
+            "fingerprint": self.fingerprint,
+            "policy": {k: ("inf" if v == math.inf else v) for k, v in self.policy.items()},
+            "releases": [_plain(asdict(r)) for r in self.releases],
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LedgerState":
+    def from_dict(cls, data: dict) -> LedgerState:
         releases = []
         for r in data.get("releases", []):
             r = dict(r)
@@ -128,12 +131,25 @@ def all_ledgers(state_dir) -> list[LedgerState]:
     return [read_ledger(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-def charge(state: LedgerState, *, run: str, kind: str, unit: str, epsilon_target: float, delta: float, accountant: str,
-           noise_multiplier: float, sample_rate: float, steps: int) -> Release:
+def charge(
+    state: LedgerState,
+    *,
+    run: str,
+    kind: str,
+    unit: str,
+    epsilon_target: float,
+    delta: float,
+    accountant: str,
+    noise_multiplier: float,
+    sample_rate: float,
+    steps: int,
+) -> Release:
     """Add `steps` at (σ, q) to `run`'s release (created on first use). Call before the data is used."""
     release = state.release(run)
     if release is None:
-        release = Release(run, kind, time.time(), unit, epsilon_target, delta, accountant, noise_multiplier, sample_rate)
+        release = Release(
+            run, kind, time.time(), unit, epsilon_target, delta, accountant, noise_multiplier, sample_rate
+        )
         state.releases.append(release)
     if math.isinf(epsilon_target) or noise_multiplier <= 0:
         release.plain += 1

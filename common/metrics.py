@@ -34,13 +34,20 @@ def compute_metrics(targets: np.ndarray, probs: np.ndarray, label_names, *, thre
             f"{avg}_f1": float(f1_score(truth, pred_masked, average=avg, zero_division=0))
             for avg in ("weighted", "micro", "macro", "samples")
         }
-        precision, recall, f1, support = precision_recall_fscore_support(truth, pred_masked, average=None, zero_division=0)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            truth, pred_masked, average=None, zero_division=0
+        )
     per_label = {}
     for j, name in enumerate(label_names):
         y, p = truth[known[:, j], j], probs[known[:, j], j]
         auroc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None  # undefined with one class
-        per_label[name] = {"precision": float(precision[j]), "recall": float(recall[j]), "f1": float(f1[j]),
-                           "support": int(support[j]), "auroc": auroc}
+        per_label[name] = {
+            "precision": float(precision[j]),
+            "recall": float(recall[j]),
+            "f1": float(f1[j]),
+            "support": int(support[j]),
+            "auroc": auroc,
+        }
     aurocs = [v["auroc"] for v in per_label.values() if v["auroc"] is not None]
     result["macro_auroc"] = float(np.mean(aurocs)) if aurocs else None
     result["n_examples"] = int(len(targets))

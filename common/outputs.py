@@ -43,7 +43,9 @@ def save_predictions(folder, targets, probs, thresholds=0.5) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "predictions.npz"
     cut = np.broadcast_to(np.asarray(thresholds, np.float32), (np.asarray(probs).shape[1],))
-    np.savez_compressed(path, targets=np.asarray(targets, np.float32), probs=np.asarray(probs, np.float16), thresholds=cut)
+    np.savez_compressed(
+        path, targets=np.asarray(targets, np.float32), probs=np.asarray(probs, np.float16), thresholds=cut
+    )
     return path
 
 

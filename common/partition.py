@@ -28,7 +28,10 @@ def patient_split(patient_ids, *, val_fraction: float, test_fraction: float, see
     n_test = int(round(test_fraction * len(patients)))
     n_val = int(round(val_fraction * len(patients)))
     cuts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
-    return tuple(np.array(sorted(i for k in cuts[name] for i in members[patients[k]]), dtype=int) for name in ("train", "val", "test"))
+    return tuple(
+        np.array(sorted(i for k in cuts[name] for i in members[patients[k]]), dtype=int)
+        for name in ("train", "val", "test")
+    )
 
 
 def dataset_splits(data: ReportSet, *, val_fraction: float = 0.1, test_fraction: float = 0.15, seed: int = 0):
@@ -42,19 +45,27 @@ def dataset_splits(data: ReportSet, *, val_fraction: float = 0.1, test_fraction:
         split = np.array(data.splits)
         train, val, test = (np.flatnonzero(split == s) for s in ("train", "val", "test"))
         if len(val) == 0 and len(train):
-            sub_train, sub_val, _ = patient_split([data.patient_ids[i] for i in train], val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+            sub_train, sub_val, _ = patient_split(
+                [data.patient_ids[i] for i in train], val_fraction=val_fraction, test_fraction=0.0, seed=seed
+            )
             train, val = train[sub_train], train[sub_val]
         if len(test) == 0:
-            sub_train, _, sub_test = patient_split([data.patient_ids[i] for i in train], val_fraction=0.0, test_fraction=test_fraction, seed=seed)
+            sub_train, _, sub_test = patient_split(
+                [data.patient_ids[i] for i in train], val_fraction=0.0, test_fraction=test_fraction, seed=seed
+            )
             train, test = train[sub_train], train[sub_test]
         parts = (train, val, test)
-    for name, idx in zip(("train", "validation", "test"), parts):
+    for name, idx in zip(("train", "validation", "test"), parts, strict=True):
         if len(idx) == 0:
-            raise InputError(f"the {name} split is empty ({len(data)} reports); give more reports or other split fractions")
+            raise InputError(
+                f"the {name} split is empty ({len(data)} reports); give more reports or other split fractions"
+            )
     return parts
 
 
-def partition_sites(data: ReportSet, index, *, n_sites: int, scheme: str = "iid", alpha: float = 0.5, seed: int = 0) -> list[np.ndarray]:
+def partition_sites(
+    data: ReportSet, index, *, n_sites: int, scheme: str = "iid", alpha: float = 0.5, seed: int = 0
+) -> list[np.ndarray]:
     """Split the reports `index` of `data` across `n_sites` sites by patient.
 
     iid: patients dealt at random. dirichlet: each patient's rarest positive label is its class, and
@@ -82,7 +93,7 @@ def partition_sites(data: ReportSet, index, *, n_sites: int, scheme: str = "iid"
     else:
         site_of_patient = _by_label(rng, data, index, patients, members, n_sites, alpha)
     sites = [[] for _ in range(n_sites)]
-    for p, site in zip(patients, site_of_patient):
+    for p, site in zip(patients, site_of_patient, strict=True):
         sites[int(site)].extend(index[members[p]])
     return [np.array(sorted(s), dtype=int) for s in sites]
 
@@ -93,7 +104,9 @@ def _by_hospital(data, index, patients, members, n_sites):
     hospital = {p: data.sites[index[members[p][0]]] for p in patients}
     names = sorted(set(hospital.values()))
     if len(names) < n_sites:
-        raise InputError(f"partition 'site' found {len(names)} hospitals, fewer than {n_sites} sites; use --sites {len(names)}")
+        raise InputError(
+            f"partition 'site' found {len(names)} hospitals, fewer than {n_sites} sites; use --sites {len(names)}"
+        )
     group = {name: i % n_sites for i, name in enumerate(names)}
     return np.array([group[hospital[p]] for p in patients])
 

@@ -45,7 +45,9 @@ def check_budget(*, epsilon: float, delta: float, n_examples: int) -> None:
     if not 0 < delta < 1:
         raise InputError(f"delta must lie strictly between 0 and 1, got {delta}")
     if n_examples > 0 and delta >= 1.0 / n_examples:
-        raise BudgetError(f"delta {delta:g} must be below 1/N = {1.0 / n_examples:.2e} for N = {n_examples} training reports; lower --delta")
+        raise BudgetError(
+            f"delta {delta:g} must be below 1/N = {1.0 / n_examples:.2e} for N = {n_examples} training reports; lower --delta"
+        )
 
 
 def _accountant(name: str):
@@ -56,7 +58,9 @@ def _accountant(name: str):
     return create_accountant(mechanism=name)
 
 
-def calibrate_noise(*, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv") -> float:
+def calibrate_noise(
+    *, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv"
+) -> float:
     """The smallest noise multiplier σ whose ε after `steps` steps at rate q stays ≤ the target.
 
     A target no σ can reach (the RDP accountant cannot go below ε ≈ 0.1 at small q, say) is an
@@ -76,8 +80,16 @@ def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: i
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
-                                              steps=steps, accountant=accountant, epsilon_tolerance=0.01))
+            return float(
+                get_noise_multiplier(
+                    target_epsilon=target_epsilon,
+                    target_delta=delta,
+                    sample_rate=sample_rate,
+                    steps=steps,
+                    accountant=accountant,
+                    epsilon_tolerance=0.01,
+                )
+            )
     except (ValueError, RuntimeError, OverflowError) as error:
         raise BudgetError(
             f"the {accountant} accountant cannot reach epsilon {target_epsilon:g} at delta {delta:g} with sample rate "
@@ -118,8 +130,17 @@ class PrivacyLedger:
     history: list = field(default_factory=list)
 
     @classmethod
-    def plan(cls, *, target_epsilon: float, delta: float, n_examples: int, batch_size: int, steps: int,
-             max_grad_norm: float, accountant: str = "prv") -> PrivacyLedger:
+    def plan(
+        cls,
+        *,
+        target_epsilon: float,
+        delta: float,
+        n_examples: int,
+        batch_size: int,
+        steps: int,
+        max_grad_norm: float,
+        accountant: str = "prv",
+    ) -> PrivacyLedger:
         """Calibrate σ once for all `steps` of the run over `n_examples` at expected batch `batch_size`.
 
         Opacus' Poisson loader samples at q = 1 / ceil(N / B) (ceil(N / B) steps make one epoch).
@@ -128,8 +149,13 @@ class PrivacyLedger:
         if max_grad_norm <= 0:
             raise InputError("--max-grad-norm must be positive")
         q = 1.0 / steps_per_epoch_for(n_examples, batch_size)
-        sigma = 0.0 if math.isinf(target_epsilon) else calibrate_noise(
-            target_epsilon=target_epsilon, delta=delta, sample_rate=q, steps=steps, accountant=accountant)
+        sigma = (
+            0.0
+            if math.isinf(target_epsilon)
+            else calibrate_noise(
+                target_epsilon=target_epsilon, delta=delta, sample_rate=q, steps=steps, accountant=accountant
+            )
+        )
         return cls(target_epsilon, delta, accountant, max_grad_norm, sigma, q, steps)
 
     @property
@@ -163,10 +189,16 @@ class PrivacyLedger:
         """The numbers a result depends on, for metrics.json."""
         spent = self.spent()
         return {
-            "epsilon_target": _finite(self.target_epsilon), "epsilon_spent": _finite(spent), "delta": self.delta,
-            "noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate, "steps": self.steps_taken,
-            "planned_steps": self.planned_steps, "accountant": self.accountant if self.private else None,
-            "max_grad_norm": self.max_grad_norm if self.private else None, "history": [list(h) for h in self.history],
+            "epsilon_target": _finite(self.target_epsilon),
+            "epsilon_spent": _finite(spent),
+            "delta": self.delta,
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps_taken,
+            "planned_steps": self.planned_steps,
+            "accountant": self.accountant if self.private else None,
+            "max_grad_norm": self.max_grad_norm if self.private else None,
+            "history": [list(h) for h in self.history],
         }
 
 

@@ -36,7 +36,9 @@ DP_NOISE_TARGET = 0.006  # σ/B: noise on the mean clipped gradient (in units of
 DP_MIN_STEPS_PER_EPOCH = 4  # batches up to N/4: larger ones leave too few steps
 DP_MIN_BATCH, DP_MAX_BATCH = 32, 1024
 DP_EPOCHS_AT_1 = 10  # epochs at ε = 1, growing as sqrt(ε)
-DP_EXAMPLES = 40_000  # examples processed at most: the compute cap of a 2-core machine (~13 min for MiniLM)
+# Examples processed at most under DP: a compute cap by device. MiniLM on reports of ~80 tokens runs ~8 DP examples/s on
+# 2 CPU cores, so 10,000 is ~20 min there; a GPU affords 40,000 (more epochs at a large epsilon).
+DP_EXAMPLES = {"cpu": 10_000, "cuda": 40_000}
 DP_MAX_EPOCHS = 30
 DP_MIN_STEPS = 30  # fewer noisy steps than this do not get a classifier going
 
@@ -83,22 +85,64 @@ def optimizer_for(*, private: bool, optimizer: str = "auto", lr: float = 0.0) ->
 
 def recipe_for(cfg, n_units: int, *, epsilon: float | None = None) -> Recipe:
     """The recipe of a run configuration for `n_units` training units (the one place that maps the options)."""
-    return choose(n_units, epsilon=cfg.epsilon if epsilon is None else epsilon, delta=cfg.delta, accountant=cfg.accountant,
-                  batch_size=cfg.batch_size, epochs=cfg.epochs, optimizer=cfg.optimizer, lr=cfg.lr,
-                  max_grad_norm=cfg.max_grad_norm, max_examples=cfg.max_examples)
+    return choose(
+        n_units,
+        epsilon=cfg.epsilon if epsilon is None else epsilon,
+        delta=cfg.delta,
+        accountant=cfg.accountant,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        max_grad_norm=cfg.max_grad_norm,
+        max_examples=cfg.max_examples,
+        device=_device_kind(cfg.device),
+    )
 
 
-def choose(n_train: int, *, epsilon: float, delta: float, accountant: str = "prv", batch_size: int = 0, epochs: float = 0,
-           optimizer: str = "auto", lr: float = 0.0, max_grad_norm: float = 0.0, max_examples: int = 0) -> Recipe:
+def _device_kind(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def choose(
+    n_train: int,
+    *,
+    epsilon: float,
+    delta: float,
+    accountant: str = "prv",
+    batch_size: int = 0,
+    epochs: float = 0,
+    optimizer: str = "auto",
+    lr: float = 0.0,
+    max_grad_norm: float = 0.0,
+    max_examples: int = 0,
+    device: str = "cpu",
+) -> Recipe:
     """The recipe for `n_train` training units (reports, or patients) at (ε, δ); overrides win where given (not 0/auto)."""
     if n_train < 2:
         raise InputError(f"{n_train} training reports are too few to train on")
     if batch_size > n_train:
         raise InputError(f"--batch-size {batch_size} is larger than the {n_train} training reports; lower it")
     if math.isinf(epsilon):
-        return _plain(n_train, batch_size=batch_size, epochs=epochs, optimizer=optimizer, lr=lr, max_examples=max_examples)
-    return _private(n_train, epsilon=epsilon, delta=delta, accountant=accountant, batch_size=batch_size, epochs=epochs,
-                    optimizer=optimizer, lr=lr, max_grad_norm=max_grad_norm, max_examples=max_examples)
+        return _plain(
+            n_train, batch_size=batch_size, epochs=epochs, optimizer=optimizer, lr=lr, max_examples=max_examples
+        )
+    return _private(
+        n_train,
+        epsilon=epsilon,
+        delta=delta,
+        accountant=accountant,
+        batch_size=batch_size,
+        epochs=epochs,
+        optimizer=optimizer,
+        lr=lr,
+        max_grad_norm=max_grad_norm,
+        max_examples=max_examples or DP_EXAMPLES[device],
+    )
 
 
 def _plain(n, *, batch_size, epochs, optimizer, lr, max_examples) -> Recipe:
@@ -112,13 +156,17 @@ def _plain(n, *, batch_size, epochs, optimizer, lr, max_examples) -> Recipe:
     rate = lr or (PLAIN_LR if opt == "adam" else 0.5)
     head = PLAIN_HEAD_LR if (opt == "adam" and not lr) else rate
     every = per_epoch if per_epoch <= 200 else max(50, per_epoch // 2)
-    reason = (f"no DP: {opt} at batch {batch} for up to {epochs_max:g} epochs ({steps} steps), early stopping on the "
-              f"validation loss every {every} steps (patience {PLAIN_PATIENCE})")
+    reason = (
+        f"no DP: {opt} at batch {batch} for up to {epochs_max:g} epochs ({steps} steps), early stopping on the "
+        f"validation loss every {every} steps (patience {PLAIN_PATIENCE})"
+    )
     return Recipe(batch, steps, opt, rate, head, 0.0, 0.0, not epochs, every, PLAIN_PATIENCE, reason, per_epoch)
 
 
-def _private(n, *, epsilon, delta, accountant, batch_size, epochs, optimizer, lr, max_grad_norm, max_examples) -> Recipe:
-    budget = max_examples or DP_EXAMPLES
+def _private(
+    n, *, epsilon, delta, accountant, batch_size, epochs, optimizer, lr, max_grad_norm, max_examples
+) -> Recipe:
+    budget = max_examples
     # More epochs at a larger ε (σ grows only slowly with the steps once subsampling amplifies), within the compute cap.
     wanted = epochs or min(DP_MAX_EPOCHS, DP_EPOCHS_AT_1 * math.sqrt(epsilon), max(1.0, budget / n))
     batches = [min(batch_size, n)] if batch_size else _batch_candidates(n)
@@ -129,7 +177,9 @@ def _private(n, *, epsilon, delta, accountant, batch_size, epochs, optimizer, lr
         if not epochs:
             steps = max(steps, min(DP_MIN_STEPS, round(DP_MAX_EPOCHS * per_epoch)))
         try:
-            sigma = calibrate_noise(target_epsilon=epsilon, delta=delta, sample_rate=1.0 / per_epoch, steps=steps, accountant=accountant)
+            sigma = calibrate_noise(
+                target_epsilon=epsilon, delta=delta, sample_rate=1.0 / per_epoch, steps=steps, accountant=accountant
+            )
         except InputError as error:
             last_error = error
             continue
@@ -138,17 +188,23 @@ def _private(n, *, epsilon, delta, accountant, batch_size, epochs, optimizer, lr
         if noise <= DP_NOISE_TARGET:
             break
     if not tried:
-        raise BudgetError(f"no DP run reaches epsilon {epsilon:g} at delta {delta:g} with {n} training units ({last_error})")
-    batch, per_epoch, steps, sigma, noise = min(tried, key=lambda t: (t[4] > DP_NOISE_TARGET, t[4] if t[4] > DP_NOISE_TARGET else t[0]))
+        raise BudgetError(
+            f"no DP run reaches epsilon {epsilon:g} at delta {delta:g} with {n} training units ({last_error})"
+        )
+    batch, per_epoch, steps, sigma, noise = min(
+        tried, key=lambda t: (t[4] > DP_NOISE_TARGET, t[4] if t[4] > DP_NOISE_TARGET else t[0])
+    )
     opt = "adam" if optimizer == "auto" else optimizer
     rate = lr or (DP_LR if opt == "adam" else DP_SGD_LR)
     head = DP_HEAD_LR if (opt == "adam" and not lr) else rate
     clip = max_grad_norm or DP_CLIP
     why = "the smallest batch" if noise <= DP_NOISE_TARGET else "the least noisy batch"
-    reason = (f"DP at epsilon {epsilon:g}: batch {batch} (q = {1 / per_epoch:.4f}) for {steps / per_epoch:.3g} epochs ({steps} steps) "
-              f"at sigma {sigma:.3f}: {why} whose noise on the mean clipped gradient sigma/B = {noise:.4f} "
-              f"{'is within' if noise <= DP_NOISE_TARGET else 'comes closest to'} {DP_NOISE_TARGET} ({len(tried)} candidates); "
-              f"{opt} lr {rate:g}, clipping C = {clip:g}")
+    reason = (
+        f"DP at epsilon {epsilon:g}: batch {batch} (q = {1 / per_epoch:.4f}) for {steps / per_epoch:.3g} epochs ({steps} steps) "
+        f"at sigma {sigma:.3f}: {why} whose noise on the mean clipped gradient sigma/B = {noise:.4f} "
+        f"{'is within' if noise <= DP_NOISE_TARGET else 'comes closest to'} {DP_NOISE_TARGET} ({len(tried)} candidates); "
+        f"{opt} lr {rate:g}, clipping C = {clip:g}"
+    )
     return Recipe(batch, steps, opt, rate, head, clip, sigma, False, 0, 0, reason, per_epoch)
 
 

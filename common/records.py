@@ -14,7 +14,6 @@ METRICS = "metrics"
 CONFIG = "config"
 
 # Train instruction config (set by the server).
-SERVER_ROUND = "server-round"  # injected by Flower's FedAvg
 GLOBAL_ROUND = "global-round"  # server round + rounds done before a resume
 FINAL = "final"  # evaluate instruction: 1 when the adapter is the run's last (sites may release metrics once)
 
@@ -23,8 +22,8 @@ WEIGHT = "num-examples"  # FedAvg weight: planned batches per epoch x expected b
 SITE_INDEX = "site-index"  # the site's partition-id, chosen by the site
 DECLINED = "declined"  # 1.0 when the site sends no arrays; `REASON` says why
 REASON = "reason"  # a `Reason` code
-EPSILON_SPENT = "epsilon-spent"  # this run, at the run's δ; -1 without DP
-LIFETIME_EPSILON = "lifetime-epsilon"  # everything released from the site's reports, at its δ; -1 when unbounded
+EPSILON_SPENT = "epsilon-spent"  # this run, at the run's δ; inf without DP
+LIFETIME_EPSILON = "lifetime-epsilon"  # everything released from the site's reports, at its δ; inf when unbounded
 NOISE_MULTIPLIER = "noise-multiplier"
 SAMPLE_RATE = "sample-rate"
 STEPS = "steps"  # steps of this run so far

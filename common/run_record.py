@@ -1,4 +1,4 @@
-"""metrics.json: the one record of a run, built from typed parts by every mode (docs/metrics-json.md).
+"""metrics.json: the one record of a run, built from typed parts by every mode (docs/metrics-schema.md).
 
 Non-private budgets are `math.inf` in memory and the string "inf" on disk (`common.config.to_json`).
 `validate` checks a written record against this schema; the tests run it on every mode's output.
@@ -14,9 +14,30 @@ from common.config import to_json
 from common.outputs import write_record
 
 MODES = ("centralized", "federated", "federated-client-dp", "federated-distributed")
-PRIVACY_KEYS = ("level", "unit", "epsilon_target", "epsilon_spent", "delta", "noise_multiplier", "sample_rate", "steps",
-                "accountant", "max_grad_norm", "history")
-RUNTIME_KEYS = ("optimizer", "lr", "head_lr", "device", "threads", "grad_sample_mode", "train_autocast", "model_source", "versions")
+PRIVACY_KEYS = (
+    "level",
+    "unit",
+    "epsilon_target",
+    "epsilon_spent",
+    "delta",
+    "noise_multiplier",
+    "sample_rate",
+    "steps",
+    "accountant",
+    "max_grad_norm",
+    "history",
+)
+RUNTIME_KEYS = (
+    "optimizer",
+    "lr",
+    "head_lr",
+    "device",
+    "threads",
+    "grad_sample_mode",
+    "train_autocast",
+    "model_source",
+    "versions",
+)
 
 
 @dataclass

@@ -14,7 +14,6 @@ macros, impression-only findings and a CheXpert-like labeler's mistakes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +21,15 @@ import numpy as np
 from common.datasets import ReportSet, apply_uncertainty, extract_sections
 from common.labels import CT_RATE, MIMIC_CXR, LabelSet
 from common.synthetic_phrases import (
-    CT_CLEAR, CT_FINDINGS, CT_INDICATIONS, CT_NORMAL, MIMIC_CLEAR, MIMIC_FINDINGS, MIMIC_INDICATIONS, MIMIC_NORMAL, SLOTS,
+    CT_CLEAR,
+    CT_FINDINGS,
+    CT_INDICATIONS,
+    CT_NORMAL,
+    MIMIC_CLEAR,
+    MIMIC_FINDINGS,
+    MIMIC_INDICATIONS,
+    MIMIC_NORMAL,
+    SLOTS,
 )
 from common.synthetic_realistic import VOICES, generate_realistic
 
@@ -30,21 +37,82 @@ from common.synthetic_realistic import VOICES, generate_realistic
 # BACKGROUND_RATE, which keeps every label possible in every hospital.
 MIMIC_SCENARIOS = {
     "normal": {},
-    "heart-failure": {"Cardiomegaly": .75, "Edema": .6, "Pleural Effusion": .6, "Enlarged Cardiomediastinum": .25, "Atelectasis": .25, "Lung Opacity": .2},
-    "infection": {"Pneumonia": .6, "Consolidation": .4, "Lung Opacity": .75, "Pleural Effusion": .25, "Atelectasis": .2},
-    "critical-care": {"Support Devices": .95, "Atelectasis": .5, "Pleural Effusion": .45, "Edema": .3, "Lung Opacity": .35, "Pneumothorax": .1},
-    "trauma": {"Fracture": .65, "Pneumothorax": .45, "Lung Opacity": .2, "Pleural Other": .1},
-    "oncology": {"Lung Lesion": .8, "Pleural Other": .2, "Pleural Effusion": .35, "Lung Opacity": .3, "Support Devices": .25},
-    "chronic": {"Cardiomegaly": .35, "Atelectasis": .4, "Pleural Other": .2, "Lung Opacity": .25, "Fracture": .15},
+    "heart-failure": {
+        "Cardiomegaly": 0.75,
+        "Edema": 0.6,
+        "Pleural Effusion": 0.6,
+        "Enlarged Cardiomediastinum": 0.25,
+        "Atelectasis": 0.25,
+        "Lung Opacity": 0.2,
+    },
+    "infection": {
+        "Pneumonia": 0.6,
+        "Consolidation": 0.4,
+        "Lung Opacity": 0.75,
+        "Pleural Effusion": 0.25,
+        "Atelectasis": 0.2,
+    },
+    "critical-care": {
+        "Support Devices": 0.95,
+        "Atelectasis": 0.5,
+        "Pleural Effusion": 0.45,
+        "Edema": 0.3,
+        "Lung Opacity": 0.35,
+        "Pneumothorax": 0.1,
+    },
+    "trauma": {"Fracture": 0.65, "Pneumothorax": 0.45, "Lung Opacity": 0.2, "Pleural Other": 0.1},
+    "oncology": {
+        "Lung Lesion": 0.8,
+        "Pleural Other": 0.2,
+        "Pleural Effusion": 0.35,
+        "Lung Opacity": 0.3,
+        "Support Devices": 0.25,
+    },
+    "chronic": {"Cardiomegaly": 0.35, "Atelectasis": 0.4, "Pleural Other": 0.2, "Lung Opacity": 0.25, "Fracture": 0.15},
 }
 CT_SCENARIOS = {
     "normal": {},
-    "cardiovascular": {"Arterial wall calcification": .85, "Coronary artery wall calcification": .8, "Cardiomegaly": .4, "Pericardial effusion": .2, "Hiatal hernia": .15},
-    "copd": {"Emphysema": .85, "Bronchiectasis": .35, "Peribronchial thickening": .5, "Mosaic attenuation pattern": .25, "Lung nodule": .35},
-    "infection": {"Consolidation": .6, "Lung opacity": .8, "Pleural effusion": .35, "Lymphadenopathy": .3, "Atelectasis": .35, "Peribronchial thickening": .3},
-    "fibrosis": {"Pulmonary fibrotic sequela": .85, "Interlobular septal thickening": .6, "Bronchiectasis": .45, "Lung opacity": .3},
-    "oncology": {"Lung nodule": .85, "Lymphadenopathy": .5, "Pleural effusion": .3, "Medical material": .45, "Atelectasis": .25},
-    "post-surgical": {"Medical material": .9, "Atelectasis": .5, "Pleural effusion": .45, "Arterial wall calcification": .4},
+    "cardiovascular": {
+        "Arterial wall calcification": 0.85,
+        "Coronary artery wall calcification": 0.8,
+        "Cardiomegaly": 0.4,
+        "Pericardial effusion": 0.2,
+        "Hiatal hernia": 0.15,
+    },
+    "copd": {
+        "Emphysema": 0.85,
+        "Bronchiectasis": 0.35,
+        "Peribronchial thickening": 0.5,
+        "Mosaic attenuation pattern": 0.25,
+        "Lung nodule": 0.35,
+    },
+    "infection": {
+        "Consolidation": 0.6,
+        "Lung opacity": 0.8,
+        "Pleural effusion": 0.35,
+        "Lymphadenopathy": 0.3,
+        "Atelectasis": 0.35,
+        "Peribronchial thickening": 0.3,
+    },
+    "fibrosis": {
+        "Pulmonary fibrotic sequela": 0.85,
+        "Interlobular septal thickening": 0.6,
+        "Bronchiectasis": 0.45,
+        "Lung opacity": 0.3,
+    },
+    "oncology": {
+        "Lung nodule": 0.85,
+        "Lymphadenopathy": 0.5,
+        "Pleural effusion": 0.3,
+        "Medical material": 0.45,
+        "Atelectasis": 0.25,
+    },
+    "post-surgical": {
+        "Medical material": 0.9,
+        "Atelectasis": 0.5,
+        "Pleural effusion": 0.45,
+        "Arterial wall calcification": 0.4,
+    },
 }
 BACKGROUND_RATE = 0.02
 DIFFICULTIES = ("easy", "realistic")
@@ -64,18 +132,94 @@ class HospitalStyle:
 
 
 HOSPITALS = (
-    HospitalStyle("st-elsewhere-academic", {"normal": 2, "heart-failure": 2, "critical-care": 3, "infection": 1.5, "oncology": 1, "trauma": .5, "chronic": 1,
-                                            "cardiovascular": 2, "copd": 1, "fibrosis": 1, "post-surgical": 2.5},
-                  verbose=True, hedge_rate=.2, negation_rate=.45, headed=True, numbered_impression=True, voice="templated"),
-    HospitalStyle("county-general", {"normal": 3, "heart-failure": 1, "critical-care": 1, "infection": 3, "oncology": .3, "trauma": 2.5, "chronic": 1,
-                                     "cardiovascular": 1.5, "copd": 2, "fibrosis": .5, "post-surgical": .5},
-                  verbose=False, hedge_rate=.1, negation_rate=.3, headed=True, numbered_impression=False, voice="terse"),
-    HospitalStyle("lakeview-clinic", {"normal": 6, "heart-failure": 1, "critical-care": .2, "infection": 1, "oncology": .5, "trauma": .3, "chronic": 2.5,
-                                      "cardiovascular": 2, "copd": 1.5, "fibrosis": 1, "post-surgical": .3},
-                  verbose=True, hedge_rate=.15, negation_rate=.25, headed=False, numbered_impression=False, voice="narrative"),
-    HospitalStyle("harbor-cancer-center", {"normal": 1.5, "heart-failure": .5, "critical-care": 1, "infection": 1, "oncology": 4, "trauma": .2, "chronic": 1,
-                                           "cardiovascular": 1, "copd": 1, "fibrosis": 1, "post-surgical": 1.5},
-                  verbose=True, hedge_rate=.25, negation_rate=.35, headed=True, numbered_impression=True, voice="oncologic"),
+    HospitalStyle(
+        "st-elsewhere-academic",
+        {
+            "normal": 2,
+            "heart-failure": 2,
+            "critical-care": 3,
+            "infection": 1.5,
+            "oncology": 1,
+            "trauma": 0.5,
+            "chronic": 1,
+            "cardiovascular": 2,
+            "copd": 1,
+            "fibrosis": 1,
+            "post-surgical": 2.5,
+        },
+        verbose=True,
+        hedge_rate=0.2,
+        negation_rate=0.45,
+        headed=True,
+        numbered_impression=True,
+        voice="templated",
+    ),
+    HospitalStyle(
+        "county-general",
+        {
+            "normal": 3,
+            "heart-failure": 1,
+            "critical-care": 1,
+            "infection": 3,
+            "oncology": 0.3,
+            "trauma": 2.5,
+            "chronic": 1,
+            "cardiovascular": 1.5,
+            "copd": 2,
+            "fibrosis": 0.5,
+            "post-surgical": 0.5,
+        },
+        verbose=False,
+        hedge_rate=0.1,
+        negation_rate=0.3,
+        headed=True,
+        numbered_impression=False,
+        voice="terse",
+    ),
+    HospitalStyle(
+        "lakeview-clinic",
+        {
+            "normal": 6,
+            "heart-failure": 1,
+            "critical-care": 0.2,
+            "infection": 1,
+            "oncology": 0.5,
+            "trauma": 0.3,
+            "chronic": 2.5,
+            "cardiovascular": 2,
+            "copd": 1.5,
+            "fibrosis": 1,
+            "post-surgical": 0.3,
+        },
+        verbose=True,
+        hedge_rate=0.15,
+        negation_rate=0.25,
+        headed=False,
+        numbered_impression=False,
+        voice="narrative",
+    ),
+    HospitalStyle(
+        "harbor-cancer-center",
+        {
+            "normal": 1.5,
+            "heart-failure": 0.5,
+            "critical-care": 1,
+            "infection": 1,
+            "oncology": 4,
+            "trauma": 0.2,
+            "chronic": 1,
+            "cardiovascular": 1,
+            "copd": 1,
+            "fibrosis": 1,
+            "post-surgical": 1.5,
+        },
+        verbose=True,
+        hedge_rate=0.25,
+        negation_rate=0.35,
+        headed=True,
+        numbered_impression=True,
+        voice="oncologic",
+    ),
 )
 
 
@@ -104,8 +248,15 @@ class SyntheticReports:
         )
 
 
-def generate(kind: str = "mimic-cxr", *, n_reports: int = 2000, seed: int = 0, label_noise: float = 0.03,
-             hospitals: tuple[HospitalStyle, ...] = HOSPITALS, difficulty: str = "easy") -> SyntheticReports:
+def generate(
+    kind: str = "mimic-cxr",
+    *,
+    n_reports: int = 2000,
+    seed: int = 0,
+    label_noise: float = 0.03,
+    hospitals: tuple[HospitalStyle, ...] = HOSPITALS,
+    difficulty: str = "easy",
+) -> SyntheticReports:
     """`n_reports` synthetic reports of `kind` (mimic-cxr or ct-rate), deterministic in `seed`.
 
     `label_noise` is the chance that the simulated labeler gets a mentioned finding wrong
@@ -132,7 +283,9 @@ def generate(kind: str = "mimic-cxr", *, n_reports: int = 2000, seed: int = 0, l
     rng = np.random.default_rng(seed)
     # Each hospital prefers some phrasings over others: a fixed Dirichlet draw per hospital.
     taste = {h.name: _phrase_taste(bank, np.random.default_rng([seed, i])) for i, h in enumerate(hospitals)}
-    out = SyntheticReports(label_set, [], np.full((n_reports, len(label_set)), np.nan, np.float32), [], [], [], [], [], [])
+    out = SyntheticReports(
+        label_set, [], np.full((n_reports, len(label_set)), np.nan, np.float32), [], [], [], [], [], []
+    )
     patient, studies_left, hospital, scenario = None, 0, None, None
     for row in range(n_reports):
         if studies_left == 0:  # a new patient with 1-4 studies at one hospital
@@ -146,7 +299,9 @@ def generate(kind: str = "mimic-cxr", *, n_reports: int = 2000, seed: int = 0, l
             weights = np.array([hospital.scenario_weights.get(s, 1.0) for s in names])
             scenario = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         states = _draw_states(rng, label_set, scenarios[scenario], hospital, ct)
-        sentences, impression, raw = _write(rng, label_set, bank, taste[hospital.name], states, hospital, ct, label_noise)
+        sentences, impression, raw = _write(
+            rng, label_set, bank, taste[hospital.name], states, hospital, ct, label_noise
+        )
         clinical = str(rng.choice(CT_INDICATIONS if ct else MIMIC_INDICATIONS))
         findings = " ".join(sentences)
         out.raw_labels[row] = raw
@@ -219,7 +374,9 @@ def _write(rng, label_set, bank, taste, states, hospital, ct, noise):
     if hospital.numbered_impression and len(impression_parts) > 1:
         impression = " ".join(f"{i}. {_sentence(p)}" for i, p in enumerate(impression_parts, start=1))
     else:
-        impression = _sentence(", ".join(impression_parts[:-1]) + (" and " if len(impression_parts) > 1 else "") + impression_parts[-1])
+        impression = _sentence(
+            ", ".join(impression_parts[:-1]) + (" and " if len(impression_parts) > 1 else "") + impression_parts[-1]
+        )
     return sentences, impression, raw
 
 
@@ -235,8 +392,3 @@ def _layout(rng, hospital, clinical, findings, impression, ct) -> str:
     header = "FINAL REPORT\nEXAMINATION: CHEST (PA AND LAT)\n" if hospital.verbose else ""
     comparison = "None." if rng.random() < 0.5 else "Prior radiograph."
     return f"{header}INDICATION: {clinical.capitalize()}.\nCOMPARISON: {comparison}\n\nFINDINGS:\n{findings}\n\nIMPRESSION:\n{impression}\n"
-
-
-def expected_tokens(reports: SyntheticReports) -> float:
-    """Mean whitespace words per extracted report, a rough guide to sequence length."""
-    return float(np.mean([len(t.split()) for t in reports.to_report_set().texts])) if reports.reports else math.nan

@@ -22,10 +22,44 @@ import numpy as np
 
 from common.labels import CT_RATE, MIMIC_CXR
 from common.synthetic_realistic_phrases import (
-    CT_BACKGROUND, CT_BANK, CT_EXTRA, CT_INDICATIONS, CT_NEGATED, CT_NORMAL_IMP, CT_NORMAL_SENTENCES, CT_OMIT, CT_SCENARIOS, ELABORATIONS,
-    HEDGE_WORDS, HEDGED, LOBES, MIMIC_BACKGROUND, MIMIC_BANK, MIMIC_CLEAR, MIMIC_DEVICES, MIMIC_DEVICES_ABBR, MIMIC_DEVICES_GONE,
-    MIMIC_DEVICES_IMP, MIMIC_EXTRA, MIMIC_INDICATIONS, MIMIC_NEGATED, MIMIC_NORMAL_IMP, MIMIC_OMIT, MIMIC_OPENERS, MIMIC_RECOMMEND,
-    MIMIC_SCENARIOS, NEG_ABBR, NEGATION, NUMBERED, POSITIVE, RESOLVED, RESOLVED_WORDS, SHORTHAND, SIDE_ABBR, SLOTS, TEMPORAL,
+    CT_BACKGROUND,
+    CT_BANK,
+    CT_EXTRA,
+    CT_INDICATIONS,
+    CT_NEGATED,
+    CT_NORMAL_IMP,
+    CT_NORMAL_SENTENCES,
+    CT_OMIT,
+    CT_SCENARIOS,
+    ELABORATIONS,
+    HEDGE_WORDS,
+    HEDGED,
+    LOBES,
+    MIMIC_BACKGROUND,
+    MIMIC_BANK,
+    MIMIC_CLEAR,
+    MIMIC_DEVICES,
+    MIMIC_DEVICES_ABBR,
+    MIMIC_DEVICES_GONE,
+    MIMIC_DEVICES_IMP,
+    MIMIC_EXTRA,
+    MIMIC_INDICATIONS,
+    MIMIC_NEGATED,
+    MIMIC_NORMAL_IMP,
+    MIMIC_OMIT,
+    MIMIC_OPENERS,
+    MIMIC_RECOMMEND,
+    MIMIC_SCENARIOS,
+    NEG_ABBR,
+    NEGATION,
+    NUMBERED,
+    POSITIVE,
+    RESOLVED,
+    RESOLVED_WORDS,
+    SHORTHAND,
+    SIDE_ABBR,
+    SLOTS,
+    TEMPORAL,
     TEMPORAL_WORDS,
 )
 
@@ -49,35 +83,85 @@ class Voice:
 
 # Difficulty is calibrated here (TF-IDF + logistic regression, see tests/common/test_synthetic.py).
 VOICES = {
-    "templated": Voice(headed=1.0, findings=.97, abbreviate=.01, typo=.005, template=.9, negate=.75, extras=1, numbered=.7, detail=.12,
-                       omit=.5),
-    "terse": Voice(headed=.95, findings=.55, abbreviate=.1, typo=.015, template=.1, negate=.45, extras=0, numbered=0, detail=.01, omit=.3,
-                   shorthand=.85),
-    "narrative": Voice(headed=.3, findings=.9, abbreviate=.01, typo=.005, template=.6, negate=.55, extras=1, numbered=0, detail=.08,
-                       omit=.6),
-    "oncologic": Voice(headed=.95, findings=.95, abbreviate=.02, typo=.005, template=.5, negate=.6, extras=1, numbered=.6, detail=.35,
-                       omit=.5, shorthand=.1),
+    "templated": Voice(
+        headed=1.0,
+        findings=0.97,
+        abbreviate=0.01,
+        typo=0.005,
+        template=0.9,
+        negate=0.75,
+        extras=1,
+        numbered=0.7,
+        detail=0.12,
+        omit=0.5,
+    ),
+    "terse": Voice(
+        headed=0.95,
+        findings=0.55,
+        abbreviate=0.1,
+        typo=0.015,
+        template=0.1,
+        negate=0.45,
+        extras=0,
+        numbered=0,
+        detail=0.01,
+        omit=0.3,
+        shorthand=0.85,
+    ),
+    "narrative": Voice(
+        headed=0.3,
+        findings=0.9,
+        abbreviate=0.01,
+        typo=0.005,
+        template=0.6,
+        negate=0.55,
+        extras=1,
+        numbered=0,
+        detail=0.08,
+        omit=0.6,
+    ),
+    "oncologic": Voice(
+        headed=0.95,
+        findings=0.95,
+        abbreviate=0.02,
+        typo=0.005,
+        template=0.5,
+        negate=0.6,
+        extras=1,
+        numbered=0.6,
+        detail=0.35,
+        omit=0.5,
+        shorthand=0.1,
+    ),
 }
 TRUNCATED = 0.04  # share of MIMIC reports cut short after the labeler read them (export damage)
 PHRASE_SKEW = 5.0  # how strongly writers keep to their favourite phrasings (see Dice.prefer)
 NORMAL_REGIONS = ("Cardiomegaly", "Enlarged Cardiomediastinum", "Fracture")  # denied with a whole templated sentence
-LUNG_FINDINGS = ("Atelectasis", "Lung Opacity", "Consolidation", "Edema", "Pneumonia")  # any of them: no "the lungs are clear"
+LUNG_FINDINGS = (
+    "Atelectasis",
+    "Lung Opacity",
+    "Consolidation",
+    "Edema",
+    "Pneumonia",
+)  # any of them: no "the lungs are clear"
 
 
 @dataclass(frozen=True)
 class LabelerErrors:
     """Chances that the simulated labeler errs on one mention of each hard kind (CheXpert-like)."""
 
-    abbr: float = .35  # misses a finding written only as an abbreviation
-    typo: float = .4  # misses a misspelt finding
-    tail: float = .2  # misses a finding late in a long list
-    far: float = .1  # takes a negated finding late in a list for a positive
-    resolved: float = .1  # takes a resolved finding for a positive
-    hedge: float = .05  # takes a hedged finding for a positive (misses the hedge)
+    abbr: float = 0.35  # misses a finding written only as an abbreviation
+    typo: float = 0.4  # misses a misspelt finding
+    tail: float = 0.2  # misses a finding late in a long list
+    far: float = 0.1  # takes a negated finding late in a list for a positive
+    resolved: float = 0.1  # takes a resolved finding for a positive
+    hedge: float = 0.05  # takes a hedged finding for a positive (misses the hedge)
 
 
 MIMIC_ERRORS = LabelerErrors()
-CT_ERRORS = LabelerErrors(abbr=.25, typo=.35, tail=.05, far=.08, resolved=.2)  # a trained classifier, better at lists
+CT_ERRORS = LabelerErrors(
+    abbr=0.25, typo=0.35, tail=0.05, far=0.08, resolved=0.2
+)  # a trained classifier, better at lists
 
 
 class Mention(NamedTuple):
@@ -122,7 +206,9 @@ class Dice:
         return [items[i] for i in sorted(range(len(items)), key=keys.__getitem__)]
 
 
-def label_mentions(dice: Dice, mentions, n_labels: int, *, sections, errors: LabelerErrors, noise: float, ct: bool) -> np.ndarray:
+def label_mentions(
+    dice: Dice, mentions, n_labels: int, *, sections, errors: LabelerErrors, noise: float, ct: bool
+) -> np.ndarray:
     """The simulated labeler's raw values from the mentions in `sections`: 1 beats -1 beats 0, unseen = NaN.
 
     `noise` is the chance of any other mistake on a mention (a positive read as 0; a negation read
@@ -154,8 +240,16 @@ def generate_realistic(kind: str, *, n_reports: int, seed: int, label_noise: flo
     names = (CT_RATE if ct else MIMIC_CXR).labels
     scenarios, background = (CT_SCENARIOS, CT_BACKGROUND) if ct else (MIMIC_SCENARIOS, MIMIC_BACKGROUND)
     dice = Dice(np.random.default_rng(seed))
-    out = dict(reports=[], raw_labels=np.full((n_reports, len(names)), np.nan, np.float32), patient_ids=[], study_ids=[],
-               hospitals=[], clinical=[], findings=[], impressions=[])
+    out = dict(
+        reports=[],
+        raw_labels=np.full((n_reports, len(names)), np.nan, np.float32),
+        patient_ids=[],
+        study_ids=[],
+        hospitals=[],
+        clinical=[],
+        findings=[],
+        impressions=[],
+    )
     studies_left, prior = 0, {}
     for row in range(n_reports):
         if studies_left == 0:  # a new patient with 1-4 studies at one hospital
@@ -168,7 +262,9 @@ def generate_realistic(kind: str, *, n_reports: int, seed: int, label_noise: flo
             scenario = list(scenarios)[int(np.searchsorted(weights, dice.u() * weights[-1], side="right"))]
         present = {}
         for label in names:
-            if label != "No Finding" and dice.chance(max(scenarios[scenario].get(label, 0.0), background.get(label, 0.0))):
+            if label != "No Finding" and dice.chance(
+                max(scenarios[scenario].get(label, 0.0), background.get(label, 0.0))
+            ):
                 when = "" if label not in prior else dice.pick(("same", "same", "same", "better", "worse"))
                 when = "new" if prior and not when and dice.chance(0.5) else when
                 slots = prior.get(label) or _slots(dice)  # a finding keeps its side from study to study
@@ -178,8 +274,15 @@ def generate_realistic(kind: str, *, n_reports: int, seed: int, label_noise: flo
         clinical = dice.pick(CT_INDICATIONS if ct else MIMIC_INDICATIONS)
         write = _write_ct if ct else _write_mimic
         report, findings, impression, mentions, sections = write(dice, voice, present, gone, clinical, bool(prior))
-        raw = label_mentions(dice, mentions, len(names), sections=sections, errors=CT_ERRORS if ct else MIMIC_ERRORS,
-                             noise=label_noise, ct=ct)
+        raw = label_mentions(
+            dice,
+            mentions,
+            len(names),
+            sections=sections,
+            errors=CT_ERRORS if ct else MIMIC_ERRORS,
+            noise=label_noise,
+            ct=ct,
+        )
         if not ct:  # CheXpert: No Finding when no pathology (devices aside) is positive or uncertain
             pathology = [j for j, n in enumerate(names) if n not in ("No Finding", "Support Devices")]
             if not np.isin(raw[pathology], (1.0, -1.0)).any():
@@ -226,7 +329,9 @@ def _typo(dice: Dice, text: str) -> str:
     word, j = words[i], 1 + int(dice.u() * max(1, len(words[i]) - 3))
     if len(word) < 5:
         return text
-    words[i] = dice.pick((word[:j] + word[j + 1] + word[j] + word[j + 2:], word[:j] + word[j + 1:], word[:j] + word[j] + word[j:]))
+    words[i] = dice.pick(
+        (word[:j] + word[j + 1] + word[j] + word[j + 2 :], word[:j] + word[j + 1 :], word[:j] + word[j] + word[j:])
+    )
     return " ".join(words)
 
 
@@ -269,7 +374,11 @@ def _body(dice, voice, bank, present, gone, negated, names):
             sentences.append(dice.prefer(RESOLVED).format(t=text, T=_cap(text)))
             mentions.append(Mention(names.index(label), "gone", "findings", hard))
     # Negations come from macros: a fixed order and a favourite list length per hospital.
-    items = [label for label, w in negated.items() if label not in present and label not in gone and dice.chance(voice.negate * w)]
+    items = [
+        label
+        for label, w in negated.items()
+        if label not in present and label not in gone and dice.chance(voice.negate * w)
+    ]
     while items:
         size = dice.prefer((3, 2, 4, 1))
         group, items = items[:size], items[size:]
@@ -279,8 +388,10 @@ def _body(dice, voice, bank, present, gone, negated, names):
             words.append(dice.prefer(abbr) if abbr else dice.prefer(bank[label]["neg"]))
             hards.append("abbr" if abbr else "far" if k >= 2 else "")
         template = dice.prefer([t for t in NEGATION if t.count("{") == len(words)])
-        sentences.append(template.format(**dict(zip("abcd", words)), A=_cap(words[0])))
-        mentions += [Mention(names.index(label), "neg", "findings", hard) for label, hard in zip(group, hards)]
+        sentences.append(template.format(**dict(zip("abcd", words, strict=False)), A=_cap(words[0])))
+        mentions += [
+            Mention(names.index(label), "neg", "findings", hard) for label, hard in zip(group, hards, strict=True)
+        ]
     return sentences, mentions
 
 
@@ -288,7 +399,7 @@ def _impression(dice, voice, bank, present, gone, names, omit, normal, negated):
     """Impression items (no final period) and their mentions; minor findings may be left out."""
     items, mentions = [], []
     for f in dice.shuffle(list(present.values())):
-        if f.label not in bank or dice.chance(omit.get(f.label, .1 if omit else 0.0) * voice.omit):
+        if f.label not in bank or dice.chance(omit.get(f.label, 0.1 if omit else 0.0) * voice.omit):
             continue
         text, hard = _phrase(dice, voice, bank[f.label], f.slots, "imp")
         if f.polarity == "unc":
@@ -339,34 +450,40 @@ def _write_mimic(dice, voice, present, gone, clinical, follow_up):
     if "Support Devices" in present:
         for _ in range(1 + int(dice.u() * 2.5)):
             abbr = dice.chance(voice.abbreviate)
-            device = _cap(dice.prefer(MIMIC_DEVICES_ABBR if abbr else MIMIC_DEVICES).format(**present["Support Devices"].slots))
+            device = _cap(
+                dice.prefer(MIMIC_DEVICES_ABBR if abbr else MIMIC_DEVICES).format(**present["Support Devices"].slots)
+            )
             if device not in devices:
                 devices.append(device)
                 mentions.append(Mention(names.index("Support Devices"), "pos", "findings", "abbr" if abbr else ""))
     if "Support Devices" in gone and dice.chance(0.7):
         devices.append(dice.prefer(MIMIC_DEVICES_GONE))
         mentions.append(Mention(names.index("Support Devices"), "gone", "findings"))
-    opener = [dice.prefer(MIMIC_OPENERS)] if voice.template > .4 else []  # templated: views first, then devices
+    opener = [dice.prefer(MIMIC_OPENERS)] if voice.template > 0.4 else []  # templated: views first, then devices
     shorthand = dice.chance(voice.shorthand)
     findings = " ".join(opener + devices + dice.shuffle(body))
     has_findings = dice.chance(voice.findings)
     omit = MIMIC_OMIT if has_findings else {}  # without a findings section the impression says it all
-    items, imp_mentions = _impression(dice, voice, MIMIC_BANK, present, gone, names, omit, MIMIC_NORMAL_IMP, MIMIC_NEGATED)
+    items, imp_mentions = _impression(
+        dice, voice, MIMIC_BANK, present, gone, names, omit, MIMIC_NORMAL_IMP, MIMIC_NEGATED
+    )
     if "Support Devices" in present and not dice.chance(omit.get("Support Devices", 0.0) * voice.omit):
         items.append(dice.prefer(MIMIC_DEVICES_IMP))
         imp_mentions.append(Mention(names.index("Support Devices"), "pos", "impression"))
     impression = _join_impression(dice, voice, items, [dice.pick(MIMIC_RECOMMEND).rstrip(".")] if long else [])
     findings, impression = (_shorthand(findings), _shorthand(impression)) if shorthand else (findings, impression)
     if not dice.chance(voice.headed):  # one paragraph: the labeler reads all of it
-        lead = dice.pick(("Chest radiograph, two views, for", "PA and lateral chest radiographs. History of", "Portable chest for"))
+        lead = dice.pick(
+            ("Chest radiograph, two views, for", "PA and lateral chest radiographs. History of", "Portable chest for")
+        )
         compared = "Comparison is made to the prior study." if follow_up else "No prior studies for comparison."
         summary = dice.pick(("", "In summary, ", "Impression: "))
         impression_text = impression[0].lower() + impression[1:] if summary == "In summary, " else impression
         report = f"{lead} {clinical}. {compared} {findings} {summary}{impression_text}"
         return report, findings, impression, mentions + imp_mentions, ("findings", "impression")
     exam = "CHEST (PORTABLE AP)" if "Support Devices" in present else "CHEST (PA AND LAT)"
-    head = "" if voice.shorthand > .5 else f"FINAL REPORT\nEXAMINATION: {exam}\n\n"
-    technique = "TECHNIQUE: Chest PA and lateral.\n" if voice.template > .8 else ""
+    head = "" if voice.shorthand > 0.5 else f"FINAL REPORT\nEXAMINATION: {exam}\n\n"
+    technique = "TECHNIQUE: Chest PA and lateral.\n" if voice.template > 0.8 else ""
     head += f"INDICATION: {_cap(clinical)}.\n{technique}COMPARISON: {'___.' if follow_up else 'None.'}\n\n"
     report = head + (f"FINDINGS:\n{findings}\n\n" if has_findings else "") + f"IMPRESSION:\n{impression}\n"
     if not has_findings:  # what the findings said lives only in the impression now
@@ -386,4 +503,10 @@ def _write_ct(dice, voice, present, gone, clinical, follow_up):
     findings = " ".join(dice.shuffle(body))
     items, imp_mentions = _impression(dice, voice, CT_BANK, present, gone, names, CT_OMIT, CT_NORMAL_IMP, CT_NEGATED)
     impression = _join_impression(dice, voice, items)
-    return f"FINDINGS: {findings}\nIMPRESSION: {impression}", findings, impression, mentions + imp_mentions, ("findings", "impression")
+    return (
+        f"FINDINGS: {findings}\nIMPRESSION: {impression}",
+        findings,
+        impression,
+        mentions + imp_mentions,
+        ("findings", "impression"),
+    )

@@ -39,11 +39,8 @@ def public_reports(label_set_kind: str, *, max_length: int, tokenizer, uncertain
     from common.synthetic import generate
     from common.tokens import TokenizedReports, tokenize
 
-    reports = generate(label_set_kind, n_reports=PUBLIC_REPORTS, seed=PUBLIC_SEED, difficulty="realistic").to_report_set(uncertainty)
+    reports = generate(
+        label_set_kind, n_reports=PUBLIC_REPORTS, seed=PUBLIC_SEED, difficulty="realistic"
+    ).to_report_set(uncertainty)
     ids = tokenize(reports.texts, tokenizer, max_length=max_length, fingerprint=reports.fingerprint())
     return TokenizedReports(ids, reports.labels)
-
-
-def apply(probs: np.ndarray, thresholds) -> np.ndarray:
-    """0/1 predictions at per-label thresholds (a scalar works too)."""
-    return (np.asarray(probs) >= np.asarray(thresholds, dtype=np.float32)).astype(np.float32)

@@ -23,7 +23,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RADFL_CACHE", Path.home() / ".cache" / "radfl")) / "tokens"
 
 
-def tokenize(texts: list[str], tokenizer, *, max_length: int, fingerprint: str, cache: Path | None = None) -> list[np.ndarray]:
+def tokenize(
+    texts: list[str], tokenizer, *, max_length: int, fingerprint: str, cache: Path | None = None
+) -> list[np.ndarray]:
     """Token ids (truncated to `max_length`) of each text, from the cache (`cache` or `cache_dir()`) when it has them."""
     vocab = hashlib.sha256(str(sorted(tokenizer.get_vocab().items())[:2000]).encode()).hexdigest()[:12]
     key = f"{fingerprint}-{type(tokenizer).__name__}-{vocab}-{len(tokenizer)}-{max_length}"

@@ -34,7 +34,8 @@ class MultiLabelLoss(torch.nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         known = ~torch.isnan(targets)
         losses = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits.float(), torch.nan_to_num(targets, nan=0.0), reduction="none")
+            logits.float(), torch.nan_to_num(targets, nan=0.0), reduction="none"
+        )
         per_example = (losses * known).sum(dim=1) / targets.shape[1]
         if self.reduction == "none":
             return per_example
@@ -71,6 +72,7 @@ class TrainResult:
 
 # ---------------------------------------------------------------- privacy units
 
+
 class UnitReports(Dataset):
     """Privacy units (patients) as examples: item u is the list of unit u's reports.
 
@@ -103,6 +105,7 @@ def make_unit_collate(pad_id: int):
 
 
 # ---------------------------------------------------------------- one step
+
 
 def _is_empty(batch) -> bool:
     """An empty Poisson batch, in any of the shapes Opacus' empty-batch collate produces."""
@@ -142,11 +145,13 @@ def _sanitize_and_fold(optimizer, owners: torch.Tensor | None) -> int:
     bad = torch.zeros(len(samples[0]), dtype=torch.bool, device=samples[0].device)
     for g in samples:
         bad |= ~torch.isfinite(g.reshape(len(g), -1)).all(dim=1)
-    for p, g in zip(params, samples):
+    for p, g in zip(params, samples, strict=True):
         g = torch.where(bad.view(-1, *([1] * (g.dim() - 1))), torch.zeros((), dtype=g.dtype, device=g.device), g)
         if owners is not None:
             local = torch.unique(owners, return_inverse=True)[1].to(g.device)
-            g = torch.zeros((int(local.max()) + 1, *g.shape[1:]), dtype=g.dtype, device=g.device).index_add_(0, local, g)
+            g = torch.zeros((int(local.max()) + 1, *g.shape[1:]), dtype=g.dtype, device=g.device).index_add_(
+                0, local, g
+            )
         p.grad_sample = g
     return int(bad.sum())
 
@@ -163,7 +168,9 @@ def autocast(device: torch.device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
-def train_step(model, batch, optimizer, criterion, device, *, micro_batch: int = 0, autocast_dtype=None) -> tuple[float | None, int]:
+def train_step(
+    model, batch, optimizer, criterion, device, *, micro_batch: int = 0, autocast_dtype=None
+) -> tuple[float | None, int]:
     """One optimizer step on one (Poisson-sampled) batch: forward, loss, backward, clip, noise, update.
 
     Returns (mean loss or None for an empty batch, examples whose gradient was zeroed). With
@@ -210,14 +217,35 @@ def train_step(model, batch, optimizer, criterion, device, *, micro_batch: int =
 
 # ---------------------------------------------------------------- the loop
 
+
 def _trainable_state(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, steps: int, batch_size: int, lr: float,
-                pad_id: int, device: torch.device, seed: int, grad_sample_mode: str = "hooks", optimizer: str = "sgd",
-                head_lr: float | None = None, units: list | None = None, micro_batch: int = 16, autocast_dtype=None,
-                progress=None, validate=None, eval_every: int = 0, patience: int = 0, on_noise=None, on_step=None) -> TrainResult:
+def train_local(
+    model,
+    dataset: TokenizedReports,
+    *,
+    ledger: PrivacyLedger,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    pad_id: int,
+    device: torch.device,
+    seed: int,
+    grad_sample_mode: str = "hooks",
+    optimizer: str = "sgd",
+    head_lr: float | None = None,
+    units: list | None = None,
+    micro_batch: int = 16,
+    autocast_dtype=None,
+    progress=None,
+    validate=None,
+    eval_every: int = 0,
+    patience: int = 0,
+    on_noise=None,
+    on_step=None,
+) -> TrainResult:
     """Train the trainable parameters of `model` for up to `steps` optimizer steps on `dataset`.
 
     Private when `ledger.private`: Poisson sampling at `ledger.sample_rate` over reports (or over
@@ -253,9 +281,17 @@ def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, step
         engine = PrivacyEngine(accountant=ledger.accountant)
         engine.accountant.history = list(ledger.history)
         wrapped = engine.make_private(
-            module=model, optimizer=optim, data_loader=loader, criterion=MultiLabelLoss(),
-            noise_multiplier=ledger.noise_multiplier, max_grad_norm=ledger.max_grad_norm, poisson_sampling=True,
-            grad_sample_mode=grad_sample_mode, wrap_model=False, noise_generator=secure_generator())
+            module=model,
+            optimizer=optim,
+            data_loader=loader,
+            criterion=MultiLabelLoss(),
+            noise_multiplier=ledger.noise_multiplier,
+            max_grad_norm=ledger.max_grad_norm,
+            poisson_sampling=True,
+            grad_sample_mode=grad_sample_mode,
+            wrap_model=False,
+            noise_generator=secure_generator(),
+        )
         if grad_sample_mode == "ghost":
             hooks, optim, criterion, loader = wrapped
         else:
@@ -271,8 +307,15 @@ def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, step
         while result.steps < planned:  # whole epochs of the Poisson loader, cut where the step budget ends
             for batch in loader:
                 check_stop()
-                loss, dropped = train_step(model, batch, optim, criterion, device,
-                                           micro_batch=0 if grad_sample_mode == "ghost" else micro_batch, autocast_dtype=autocast_dtype)
+                loss, dropped = train_step(
+                    model,
+                    batch,
+                    optim,
+                    criterion,
+                    device,
+                    micro_batch=0 if grad_sample_mode == "ghost" else micro_batch,
+                    autocast_dtype=autocast_dtype,
+                )
                 result.steps += 1
                 result.dropped_gradients += dropped
                 size = 0 if _is_empty(batch) else len(batch[0])
@@ -314,9 +357,22 @@ def train_local(model, dataset: TokenizedReports, *, ledger: PrivacyLedger, step
     return result
 
 
-def private_gradient_sum(model, dataset: TokenizedReports, *, noise_multiplier: float, noise_share: int, sample_rate: float,
-                         max_grad_norm: float, pad_id: int, device: torch.device, grad_sample_mode: str = "hooks",
-                         units: list | None = None, micro_batch: int = 16, autocast_dtype=None, on_noise=None) -> dict[str, np.ndarray]:
+def private_gradient_sum(
+    model,
+    dataset: TokenizedReports,
+    *,
+    noise_multiplier: float,
+    noise_share: int,
+    sample_rate: float,
+    max_grad_norm: float,
+    pad_id: int,
+    device: torch.device,
+    grad_sample_mode: str = "hooks",
+    units: list | None = None,
+    micro_batch: int = 16,
+    autocast_dtype=None,
+    on_noise=None,
+) -> dict[str, np.ndarray]:
     """One DP-SGD step's noisy gradient *sum* at one site, for distributed noise under secure aggregation.
 
     Poisson-samples the site's reports (or `units`) at `sample_rate` from OS entropy, clips each
@@ -332,19 +388,38 @@ def private_gradient_sum(model, dataset: TokenizedReports, *, noise_multiplier: 
     collate = make_unit_collate(pad_id) if units is not None else make_collate(pad_id)
     loader = DPDataLoader(data, sample_rate=sample_rate, collate_fn=collate, generator=secure_generator())
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.SGD(list(params.values()), lr=0.0)  # the step is the server's: lr 0 leaves the model as it is
+    optimizer = torch.optim.SGD(
+        list(params.values()), lr=0.0
+    )  # the step is the server's: lr 0 leaves the model as it is
     model.train()
     hooks, optimizer, loader = PrivacyEngine(accountant="prv").make_private(
-        module=model, optimizer=optimizer, data_loader=loader, criterion=MultiLabelLoss(reduction="sum"),
-        noise_multiplier=noise_multiplier / math.sqrt(noise_share), max_grad_norm=max_grad_norm, poisson_sampling=False,
-        loss_reduction="sum", grad_sample_mode=grad_sample_mode, wrap_model=False, noise_generator=secure_generator())
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        criterion=MultiLabelLoss(reduction="sum"),
+        noise_multiplier=noise_multiplier / math.sqrt(noise_share),
+        max_grad_norm=max_grad_norm,
+        poisson_sampling=False,
+        loss_reduction="sum",
+        grad_sample_mode=grad_sample_mode,
+        wrap_model=False,
+        noise_generator=secure_generator(),
+    )
     optimizer.secure_mode = True
     if on_noise is not None:
         add_noise = optimizer.add_noise
         optimizer.add_noise = lambda: (on_noise(optimizer), add_noise())[1]
     try:
         batch = next(iter(loader))
-        train_step(model, batch, optimizer, MultiLabelLoss(reduction="sum"), device, micro_batch=micro_batch, autocast_dtype=autocast_dtype)
+        train_step(
+            model,
+            batch,
+            optimizer,
+            MultiLabelLoss(reduction="sum"),
+            device,
+            micro_batch=micro_batch,
+            autocast_dtype=autocast_dtype,
+        )
         return {n: p.grad.detach().double().cpu().numpy().copy() for n, p in sorted(params.items())}
     finally:
         hooks.cleanup()
@@ -353,8 +428,9 @@ def private_gradient_sum(model, dataset: TokenizedReports, *, noise_multiplier: 
 
 
 @torch.no_grad()
-def predict_probs(model, dataset: TokenizedReports, *, pad_id: int, device: torch.device, batch_size: int = 128,
-                  autocast_dtype=None) -> np.ndarray:
+def predict_probs(
+    model, dataset: TokenizedReports, *, pad_id: int, device: torch.device, batch_size: int = 128, autocast_dtype=None
+) -> np.ndarray:
     """Sigmoid probabilities (n, L) in the order of `dataset`."""
     model.eval()
     loader = eval_loader(dataset, batch_size=batch_size, pad_id=pad_id)
@@ -370,7 +446,9 @@ def predict_probs(model, dataset: TokenizedReports, *, pad_id: int, device: torc
     return result
 
 
-def validation_loss(model, dataset: TokenizedReports, *, pad_id: int, device: torch.device, autocast_dtype=None) -> float:
+def validation_loss(
+    model, dataset: TokenizedReports, *, pad_id: int, device: torch.device, autocast_dtype=None
+) -> float:
     """Mean per-report loss on held-out reports (early stopping without DP)."""
     probs = predict_probs(model, dataset, pad_id=pad_id, device=device, autocast_dtype=autocast_dtype)
     logits = torch.logit(torch.as_tensor(probs, dtype=torch.float64).clamp(1e-7, 1 - 1e-7))

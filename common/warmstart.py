@@ -25,7 +25,12 @@ from common.errors import InputError
 WARM_REPORTS = 6_000  # synthetic reports: enough for the label words, cheap enough to build once on 2 cores
 WARM_SEED = 20_260  # fixed: the same public start for every run, whatever its seed
 WARM_DIFFICULTY = "realistic"
-WARM_SOURCES = {"mimic-cxr": "mimic-cxr", "synthetic-mimic": "mimic-cxr", "ct-rate": "ct-rate", "synthetic-ctrate": "ct-rate"}
+WARM_SOURCES = {
+    "mimic-cxr": "mimic-cxr",
+    "synthetic-mimic": "mimic-cxr",
+    "ct-rate": "ct-rate",
+    "synthetic-ctrate": "ct-rate",
+}
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,15 @@ class WarmStart:
     sha256: str  # of the adapter arrays
 
     def record(self) -> dict:
-        return {"kind": self.kind, "path": str(self.path), "sha256": self.sha256, "settings": self.settings,
-                "private_data": "none: built only from public synthetic reports" if self.kind == "synthetic"
-                else "none read by radfl: a saved adapter given by the user"}
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "settings": self.settings,
+            "private_data": "none: built only from public synthetic reports"
+            if self.kind == "synthetic"
+            else "none read by radfl: a saved adapter given by the user",
+        }
 
 
 def resolve(cfg) -> str:
@@ -56,9 +67,20 @@ def _cache_root() -> Path:
 def settings_for(cfg) -> dict:
     kind = WARM_SOURCES.get(cfg.dataset)
     if kind is None:
-        raise InputError(f"--warm-start synthetic covers MIMIC-CXR and CT-RATE labels, not {cfg.dataset}; use --warm-start none or a folder")
-    return {"generator": kind, "difficulty": WARM_DIFFICULTY, "reports": WARM_REPORTS, "seed": WARM_SEED, "model": cfg.model,
-            "lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha, "lora_targets": cfg.lora_targets, "max_length": cfg.max_length}
+        raise InputError(
+            f"--warm-start synthetic covers MIMIC-CXR and CT-RATE labels, not {cfg.dataset}; use --warm-start none or a folder"
+        )
+    return {
+        "generator": kind,
+        "difficulty": WARM_DIFFICULTY,
+        "reports": WARM_REPORTS,
+        "seed": WARM_SEED,
+        "model": cfg.model,
+        "lora_rank": cfg.lora_rank,
+        "lora_alpha": cfg.lora_alpha,
+        "lora_targets": cfg.lora_targets,
+        "max_length": cfg.max_length,
+    }
 
 
 def ensure(cfg, *, log=print) -> WarmStart | None:
@@ -69,9 +91,13 @@ def ensure(cfg, *, log=print) -> WarmStart | None:
     if choice != "synthetic":
         folder = Path(choice)
         if not (folder / "radfl.json").is_file():
-            raise InputError(f"--warm-start {choice}: not a saved radfl adapter (no radfl.json); pass an adapter folder of a run")
+            raise InputError(
+                f"--warm-start {choice}: not a saved radfl adapter (no radfl.json); pass an adapter folder of a run"
+            )
         meta = json.loads((folder / "radfl.json").read_text())
-        return WarmStart("folder", folder, {"model": meta.get("model"), "label_names": meta.get("label_names")}, _digest(folder))
+        return WarmStart(
+            "folder", folder, {"model": meta.get("model"), "label_names": meta.get("label_names")}, _digest(folder)
+        )
     settings = settings_for(cfg)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     folder = _cache_root() / key
@@ -83,6 +109,8 @@ def ensure(cfg, *, log=print) -> WarmStart | None:
 
 def _build(cfg, settings: dict, folder: Path, log) -> None:
     """Train LoRA + head without DP on public synthetic reports (the non-private recipe), save, and record."""
+    import torch
+
     from common.metrics import compute_metrics
     from common.model import build_classifier, load_tokenizer, lora_spec, save_classifier
     from common.partition import patient_split
@@ -92,31 +120,60 @@ def _build(cfg, settings: dict, folder: Path, log) -> None:
     from common.tokens import TokenizedReports, tokenize
     from common.training import predict_probs, train_local, validation_loss
 
-    import torch
-
-    log(f"building the public warm start once ({settings['reports']} synthetic {settings['generator']} reports, no DP) -> {folder}")
-    reports = generate(settings["generator"], n_reports=settings["reports"], seed=settings["seed"], difficulty=settings["difficulty"]).to_report_set()
+    log(
+        f"building the public warm start once ({settings['reports']} synthetic {settings['generator']} reports, no DP) -> {folder}"
+    )
+    reports = generate(
+        settings["generator"], n_reports=settings["reports"], seed=settings["seed"], difficulty=settings["difficulty"]
+    ).to_report_set()
     train, val, _ = patient_split(reports.patient_ids, val_fraction=0.15, test_fraction=0.0, seed=settings["seed"])
     tokenizer = load_tokenizer(cfg.model)
     ids = tokenize(reports.texts, tokenizer, max_length=settings["max_length"], fingerprint=reports.fingerprint())
     data = lambda idx: TokenizedReports([ids[i] for i in idx], reports.labels[idx])  # noqa: E731
-    classifier = build_classifier(cfg.model, reports.label_names, lora=lora_spec(cfg.replace(seed=settings["seed"]), federated=False))
+    classifier = build_classifier(
+        cfg.model, reports.label_names, lora=lora_spec(cfg.replace(seed=settings["seed"]), federated=False)
+    )
     recipe = choose(len(train), epsilon=math.inf, delta=1e-5)
-    ledger = PrivacyLedger.plan(target_epsilon=math.inf, delta=1e-5, n_examples=len(train), batch_size=recipe.batch_size,
-                                steps=recipe.steps, max_grad_norm=1.0)
+    ledger = PrivacyLedger.plan(
+        target_epsilon=math.inf,
+        delta=1e-5,
+        n_examples=len(train),
+        batch_size=recipe.batch_size,
+        steps=recipe.steps,
+        max_grad_norm=1.0,
+    )
     device = torch.device("cpu")
     validate = lambda: validation_loss(classifier.model, data(val), pad_id=classifier.pad_id, device=device)  # noqa: E731
-    result = train_local(classifier.model, data(train), ledger=ledger, steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr,
-                         head_lr=recipe.head_lr, optimizer=recipe.optimizer, pad_id=classifier.pad_id, device=device,
-                         seed=settings["seed"], validate=validate, eval_every=recipe.eval_every, patience=recipe.patience)
+    result = train_local(
+        classifier.model,
+        data(train),
+        ledger=ledger,
+        steps=recipe.steps,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        head_lr=recipe.head_lr,
+        optimizer=recipe.optimizer,
+        pad_id=classifier.pad_id,
+        device=device,
+        seed=settings["seed"],
+        validate=validate,
+        eval_every=recipe.eval_every,
+        patience=recipe.patience,
+    )
     probs = predict_probs(classifier.model, data(val), pad_id=classifier.pad_id, device=device)
     metrics = compute_metrics(reports.labels[val], probs, reports.label_names)
     tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_classifier(classifier, tmp / "adapter", model_name=cfg.model, max_length=settings["max_length"])
-    built = {"steps": result.best_step or result.steps, "synthetic_val_weighted_f1": metrics["weighted_f1"],
-             "synthetic_val_macro_auroc": metrics["macro_auroc"], "train_seconds": result.seconds}
-    (tmp / "warm-start.json").write_text(json.dumps({"settings": settings, "built": built, "sha256": _digest(tmp / "adapter")}, indent=1))
+    built = {
+        "steps": result.best_step or result.steps,
+        "synthetic_val_weighted_f1": metrics["weighted_f1"],
+        "synthetic_val_macro_auroc": metrics["macro_auroc"],
+        "train_seconds": result.seconds,
+    }
+    (tmp / "warm-start.json").write_text(
+        json.dumps({"settings": settings, "built": built, "sha256": _digest(tmp / "adapter")}, indent=1)
+    )
     folder.parent.mkdir(parents=True, exist_ok=True)
     if folder.exists():
         shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep its copy
@@ -144,9 +201,8 @@ def apply_warm_start(classifier, cfg, *, log=print) -> WarmStart | None:
     warm = ensure(cfg, log=log)
     if warm is None:
         return None
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
     import torch
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     arrays = load_arrays(warm)
     current = get_peft_model_state_dict(classifier.model)

@@ -10,8 +10,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from common.adapters import get_adapter_state, set_adapter_state
 from common.errors import InputError
 from common.model import load_classifier, save_classifier
@@ -30,7 +28,9 @@ class CheckpointStore:
             return 0, []
         state = json.loads(state_file.read_text())
         if state["config"] != self.config:
-            raise InputError(f"{self.folder.parent} holds a checkpoint of a run with another configuration; use another --out")
+            raise InputError(
+                f"{self.folder.parent} holds a checkpoint of a run with another configuration; use another --out"
+            )
         done = int(state["round"])
         restored, _ = load_classifier(self.folder / f"round-{done:03d}")
         saved = get_adapter_state(restored.model, trainable_only=False)
@@ -39,12 +39,15 @@ class CheckpointStore:
         return done, state["history"]
 
     def save(self, global_round: int, classifier, history: list[dict]) -> None:
-        save_classifier(classifier, self.folder / f"round-{global_round:03d}", model_name=self.model_name, max_length=self.max_length)
-        write_json_atomic(self.folder / "state.json", {"round": global_round, "config": self.config, "history": history})
+        save_classifier(
+            classifier,
+            self.folder / f"round-{global_round:03d}",
+            model_name=self.model_name,
+            max_length=self.max_length,
+        )
+        write_json_atomic(
+            self.folder / "state.json", {"round": global_round, "config": self.config, "history": history}
+        )
         for old in self.folder.glob("round-*"):  # keep the last two rounds
             if old.is_dir() and int(old.name.split("-")[1]) < global_round - 1:
                 shutil.rmtree(old, ignore_errors=True)
-
-
-def arrays_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
-    return set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)

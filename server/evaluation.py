@@ -41,11 +41,18 @@ class ServerEvaluator:
         amp = autocast_dtype(self.device)
         if final:
             # Under any DP level the validation reports are the sites' too: the public rule, never them.
-            self.thresholds, self.rule = choose_thresholds(self.cfg, self.classifier, self.data, self.device, private=self.cfg.private,
-                                                           autocast_dtype=amp)
+            self.thresholds, self.rule = choose_thresholds(
+                self.cfg, self.classifier, self.data, self.device, private=self.cfg.private, autocast_dtype=amp
+            )
         test = self.data.test if final else self.data.test[:MONITOR_REPORTS]
-        metrics, probs = evaluate(self.classifier, self.data, test, self.device, thresholds=self.thresholds if final else 0.5,
-                                  autocast_dtype=amp)
+        metrics, probs = evaluate(
+            self.classifier,
+            self.data,
+            test,
+            self.device,
+            thresholds=self.thresholds if final else 0.5,
+            autocast_dtype=amp,
+        )
         if final:
             self.last_probs = probs
         return metrics

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from common.training import make_optimizer
 from common.recipe import optimizer_for
+from common.training import make_optimizer
 
 # SecAgg+ ranges (docs/privacy.md): every value of a site's share is clipped to ±CLIP_RANGE and quantized
 # with Q steps, sums are taken modulo M. Step 2c/Q = 6e-8 per value, far below the noise (σC/√m ≥ 1e-3 here);
@@ -40,11 +40,17 @@ def secure_settings(cfg, sites: int) -> dict:
     m = cfg.secagg_m or sites
     if m > sites:
         raise ValueError(f"fl.secagg-m = {m} exceeds the {sites} connected sites: no round could reach the threshold")
-    return {"m": m, "threshold": m, "num_shares": sites if sites >= 3 else 1.0,
-            # Flower reads an int threshold as a count below num_shares and a float as a fraction of it: t = n is 1.0.
-            "threshold_arg": 1.0 if m >= sites else m, "clipping_range": CLIP_RANGE,
-            "quantization_range": QUANTIZATION, "modulus_range": MODULUS,
-            "quantization_step": 2 * CLIP_RANGE / QUANTIZATION}
+    return {
+        "m": m,
+        "threshold": m,
+        "num_shares": sites if sites >= 3 else 1.0,
+        # Flower reads an int threshold as a count below num_shares and a float as a fraction of it: t = n is 1.0.
+        "threshold_arg": 1.0 if m >= sites else m,
+        "clipping_range": CLIP_RANGE,
+        "quantization_range": QUANTIZATION,
+        "modulus_range": MODULUS,
+        "quantization_step": 2 * CLIP_RANGE / QUANTIZATION,
+    }
 
 
 def run_secure_rounds(grid, context, run, cfg, sites: int) -> None:
@@ -57,7 +63,9 @@ def run_secure_rounds(grid, context, run, cfg, sites: int) -> None:
     model = run.classifier.model
     names = trainable_names(model)
     params = dict(model.named_parameters())
-    name, lr, head_lr = optimizer_for(private=True, optimizer=cfg.optimizer, lr=cfg.lr)  # the recipe's, as centralized DP
+    name, lr, head_lr = optimizer_for(
+        private=True, optimizer=cfg.optimizer, lr=cfg.lr
+    )  # the recipe's, as centralized DP
     optimizer = make_optimizer(name, model, lr, head_lr)
     every = max(1, run.remaining_rounds // 5)  # monitor a few times, not every one of dozens of rounds
     offset = run.done_rounds
@@ -75,15 +83,19 @@ def run_secure_rounds(grid, context, run, cfg, sites: int) -> None:
             total = [a.astype(np.float64) * n for a in parameters_to_ndarrays(results[0][1].parameters)]
             expected_batch = float(total[-1].ravel()[0])
             optimizer.zero_grad(set_to_none=True)
-            for name, value in zip(names, total[:-1]):
+            for name, value in zip(names, total[:-1], strict=True):
                 params[name].grad = torch.as_tensor(value / max(expected_batch, 1.0), dtype=params[name].dtype)
             optimizer.step()
             share_bytes = int(sum(a.size for a in total) * 8)  # each site's masked vector: one int64 per value
             rows = [{**_row(r), "bytes": share_bytes} for _, r in results]
             run.history.record_train(server_round + offset, rows, True)
             run.history.entry(server_round + offset)["secure_aggregation"] = {
-                "sites_in_sum": n, "failures": len(failures), "expected_batch": expected_batch,
-                "noise_variance_over_sigma2c2": n / settings["m"], "seconds": time.perf_counter() - timings.get(server_round, time.perf_counter())}
+                "sites_in_sum": n,
+                "failures": len(failures),
+                "expected_batch": expected_batch,
+                "noise_variance_over_sigma2c2": n / settings["m"],
+                "seconds": time.perf_counter() - timings.get(server_round, time.perf_counter()),
+            }
             return ndarrays_to_parameters(_current(params, names)), {"sites-in-sum": n}
 
         def evaluate(self, server_round, parameters):
@@ -91,23 +103,43 @@ def run_secure_rounds(grid, context, run, cfg, sites: int) -> None:
                 return None
             entry = run.history.entry(server_round + offset)
             if "sites" not in entry:  # SecAgg+ halted this round: fewer than the threshold survived
-                run.history.record_train(server_round + offset, [], False,
-                                         f"secure aggregation halted: fewer than {settings['threshold']} sites' shares (global adapter unchanged)")
+                run.history.record_train(
+                    server_round + offset,
+                    [],
+                    False,
+                    f"secure aggregation halted: fewer than {settings['threshold']} sites' shares (global adapter unchanged)",
+                )
             final = server_round + offset >= cfg.rounds
             if final or server_round % every == 0:
                 run.end_round(server_round + offset, None)
             return None
 
-    strategy = NoisySum(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=settings["m"], min_available_clients=settings["m"],
-                        initial_parameters=ndarrays_to_parameters(_current(params, names)), accept_failures=True)
+    strategy = NoisySum(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=settings["m"],
+        min_available_clients=settings["m"],
+        initial_parameters=ndarrays_to_parameters(_current(params, names)),
+        accept_failures=True,
+    )
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=run.remaining_rounds), strategy=strategy)
-    run.secure_aggregation = {**settings, "protocol": "Flower SecAgg+ (flwr.server.workflow.SecAggPlusWorkflow)",
-                              "security": "honest-but-curious server; a coalition of the server and c sites removes those sites' "
-                                          "noise shares: the honest sites' noise is (n - c)/m of sigma^2 C^2"}
-    DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
-        num_shares=settings["num_shares"], reconstruction_threshold=settings["threshold_arg"], max_weight=1.0,
-        clipping_range=CLIP_RANGE, quantization_range=QUANTIZATION, modulus_range=MODULUS,
-        timeout=max(120.0, float(cfg.wait_seconds) * 5)))(grid, legacy)
+    run.secure_aggregation = {
+        **settings,
+        "protocol": "Flower SecAgg+ (flwr.server.workflow.SecAggPlusWorkflow)",
+        "security": "honest-but-curious server; a coalition of the server and c sites removes those sites' "
+        "noise shares: the honest sites' noise is (n - c)/m of sigma^2 C^2",
+    }
+    DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=settings["num_shares"],
+            reconstruction_threshold=settings["threshold_arg"],
+            max_weight=1.0,
+            clipping_range=CLIP_RANGE,
+            quantization_range=QUANTIZATION,
+            modulus_range=MODULUS,
+            timeout=max(120.0, float(cfg.wait_seconds) * 5),
+        )
+    )(grid, legacy)
 
 
 def _current(params, names) -> list[np.ndarray]:
@@ -119,8 +151,13 @@ def _row(fit_res) -> dict:
 
     metrics = dict(fit_res.metrics)
     row = {"site": int(metrics.get(R.SITE_INDEX, -1)), "status": "trained", "reason": "ok"}
-    for key, name in ((R.EPSILON_SPENT, "epsilon_spent"), (R.LIFETIME_EPSILON, "lifetime_epsilon"), (R.NOISE_MULTIPLIER, "noise_multiplier"),
-                      (R.SAMPLE_RATE, "sample_rate"), (R.STEPS, "steps")):
+    for key, name in (
+        (R.EPSILON_SPENT, "epsilon_spent"),
+        (R.LIFETIME_EPSILON, "lifetime_epsilon"),
+        (R.NOISE_MULTIPLIER, "noise_multiplier"),
+        (R.SAMPLE_RATE, "sample_rate"),
+        (R.STEPS, "steps"),
+    ):
         if key in metrics:
             row[name] = float(metrics[key])
     return row

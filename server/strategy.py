@@ -19,8 +19,16 @@ from server.history import RoundHistory, site_row
 
 
 class AdapterFedAvg(FedAvg):
-    def __init__(self, *, history: RoundHistory, round_offset: int = 0, min_replies: int = 1, final_round: int = 0,
-                 site_evaluation: bool = True, **kwargs):
+    def __init__(
+        self,
+        *,
+        history: RoundHistory,
+        round_offset: int = 0,
+        min_replies: int = 1,
+        final_round: int = 0,
+        site_evaluation: bool = True,
+        **kwargs,
+    ):
         super().__init__(weighted_by_key=R.WEIGHT, arrayrecord_key=R.ARRAYS, configrecord_key=R.CONFIG, **kwargs)
         self.history = history
         self.round_offset = round_offset  # rounds finished before a resume
@@ -48,7 +56,9 @@ class AdapterFedAvg(FedAvg):
         usable = [r for r, row in zip(replies, rows, strict=True) if row["status"] == "trained"]
         global_round = server_round + self.round_offset
         if len(usable) < self.min_replies:
-            self.history.record_train(global_round, rows, False, f"too few usable replies (< {self.min_replies}): global adapter unchanged")
+            self.history.record_train(
+                global_round, rows, False, f"too few usable replies (< {self.min_replies}): global adapter unchanged"
+            )
             return None, None
         arrays, metrics = self.combine(usable)
         self.history.record_train(global_round, rows, arrays is not None)
@@ -64,8 +74,12 @@ class AdapterFedAvg(FedAvg):
             row = site_row(reply, train=False)
             if row["status"] == "trained":  # an evaluation that was answered
                 metrics = dict(reply.content[R.METRICS])
-                row = {"site": row["site"], "status": "evaluated", "test_reports": int(metrics.get(R.TEST_REPORTS, 0)),
-                       **{k.replace("-", "_"): float(metrics[k]) for k in R.EVAL_METRICS if k in metrics}}
+                row = {
+                    "site": row["site"],
+                    "status": "evaluated",
+                    "test_reports": int(metrics.get(R.TEST_REPORTS, 0)),
+                    **{k.replace("-", "_"): float(metrics[k]) for k in R.EVAL_METRICS if k in metrics},
+                }
             rows.append(row)
         self.history.record_site_evaluation(server_round + self.round_offset, rows)
         return None
@@ -79,7 +93,7 @@ class ClientLevelDP(AdapterFedAvg):
     each round is a Gaussian mechanism with multiplier σ on every site's whole contribution, and R
     rounds compose to the ε recorded (q = 1: every site is sampled every round). Uniform weights: a
     site-reported size would change the sensitivity. The server sees each raw update: this protects
-    against other sites and the model's users, not against the server (README, privacy).
+    against other sites and the model's users, not against the server (docs/privacy.md).
     """
 
     def __init__(self, *, noise_multiplier: float, clipping_norm: float, **kwargs):
@@ -98,6 +112,12 @@ class ClientLevelDP(AdapterFedAvg):
                 total[k] += u * scale
         n = max(self.sampled, len(usable))
         std = self.noise_multiplier * self.clipping_norm / n
-        arrays = ArrayRecord({k: Array((base[k] + total[k] / n + self.generator.normal(0.0, std, size=base[k].shape)).astype(np.float32))
-                              for k in base})
+        arrays = ArrayRecord(
+            {
+                k: Array(
+                    (base[k] + total[k] / n + self.generator.normal(0.0, std, size=base[k].shape)).astype(np.float32)
+                )
+                for k in base
+            }
+        )
         return arrays, MetricRecord({"sites-aggregated": len(usable), "sites-sampled": n})

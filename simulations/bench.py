@@ -34,8 +34,12 @@ def add_bench_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="batch for the step benchmarks")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per mode (after one warm-up step)")
     parser.add_argument("--modes", default="hooks,functorch,ghost", help="per-sample gradient modes to time")
-    parser.add_argument("--quick", action="store_true", help="small federation comparison (1200 reports), fewer steps")
-    parser.add_argument("--skip-federation", action="store_true", help="leave out the centralized vs federated wall-time run")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer steps; federation comparison on 3000 reports, 3000 examples"
+    )
+    parser.add_argument(
+        "--skip-federation", action="store_true", help="leave out the centralized vs distributed-DP wall-time run"
+    )
     parser.add_argument("--out", required=True, help="FILE.json for the results")
 
 
@@ -43,7 +47,9 @@ def _batches(data, batch_size: int, count: int, pad_id: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     dataset = data.dataset(data.train)
     collate = make_collate(pad_id)
-    return [collate([dataset[int(i)] for i in rng.choice(len(dataset), batch_size, replace=False)]) for _ in range(count)]
+    return [
+        collate([dataset[int(i)] for i in rng.choice(len(dataset), batch_size, replace=False)]) for _ in range(count)
+    ]
 
 
 def step_throughput(model_name: str, data, *, batch_size: int, steps: int, modes, device) -> dict:
@@ -62,9 +68,19 @@ def step_throughput(model_name: str, data, *, batch_size: int, steps: int, modes
         if mode != "non-private":
             loader = DataLoader(data.dataset(data.train), batch_size=batch_size, collate_fn=make_collate(clf.pad_id))
             wrapped = PrivacyEngine(accountant="prv").make_private(
-                module=clf.model, optimizer=optimizer, data_loader=loader, criterion=MultiLabelLoss(), noise_multiplier=1.0,
-                max_grad_norm=0.1, grad_sample_mode=mode, wrap_model=False, poisson_sampling=False)
-            hooks, optimizer, criterion = (wrapped[0], wrapped[1], wrapped[2]) if mode == "ghost" else (wrapped[0], wrapped[1], criterion)
+                module=clf.model,
+                optimizer=optimizer,
+                data_loader=loader,
+                criterion=MultiLabelLoss(),
+                noise_multiplier=1.0,
+                max_grad_norm=0.1,
+                grad_sample_mode=mode,
+                wrap_model=False,
+                poisson_sampling=False,
+            )
+            hooks, optimizer, criterion = (
+                (wrapped[0], wrapped[1], wrapped[2]) if mode == "ghost" else (wrapped[0], wrapped[1], criterion)
+            )
         micro = 0 if mode == "ghost" else 16
         try:
             for batch in batches[:2]:  # warm-up: first-call costs (kernels, hook set-up) are not throughput
@@ -98,8 +114,14 @@ def communication(model_name: str, labels) -> dict:
     ffa = build_classifier(model_name, labels, lora=LoraSpec(frozen_a=True)).model
     full = full_model_bytes(lora)
     lora_bytes, ffa_bytes = state_bytes(get_adapter_state(lora)), state_bytes(get_adapter_state(ffa))
-    return {"full_model_bytes": full, "lora_bytes_per_round": lora_bytes, "ffa_bytes_per_round": ffa_bytes,
-            "lora_fraction_of_model": lora_bytes / full, "ffa_fraction_of_model": ffa_bytes / full, "ffa_over_lora": ffa_bytes / lora_bytes}
+    return {
+        "full_model_bytes": full,
+        "lora_bytes_per_round": lora_bytes,
+        "ffa_bytes_per_round": ffa_bytes,
+        "lora_fraction_of_model": lora_bytes / full,
+        "ffa_fraction_of_model": ffa_bytes / full,
+        "ffa_over_lora": ffa_bytes / lora_bytes,
+    }
 
 
 def inference_throughput(model_name: str, data, device, count: int = 512) -> dict:
@@ -114,27 +136,42 @@ def inference_throughput(model_name: str, data, device, count: int = 512) -> dic
     return {"reports": len(texts), "reports_per_second": len(texts) / seconds, "batch_size": 64}
 
 
-def federation_overhead(model_name: str, *, reports: int, device: str, folder: Path) -> dict:
-    """Wall time of `radfl train` against `radfl federate` (3 sites) on the same reports and epochs."""
+def federation_overhead(model_name: str, *, reports: int, device: str, folder: Path, max_examples: int = 0) -> dict:
+    """Wall time of `radfl train` against `radfl federate` with distributed DP (3 sites, SecAgg+) at the same ε,
+    on the same reports and recipe, with the federation's per-round cost of each stage."""
     from simulations.centralized import run_centralized
     from simulations.federated import run_federated
 
-    base = RunConfig(model=model_name, synthetic_reports=reports, sites=3, device=device)  # rounds x local epochs = epochs
+    base = RunConfig(
+        model=model_name, synthetic_reports=reports, sites=3, device=device, epsilon=1.0, max_examples=max_examples
+    )
     started = time.perf_counter()
     central = run_centralized(base.replace(out=str(folder / "centralized")), show_progress=False)
     central_wall = time.perf_counter() - started
     started = time.perf_counter()
-    federated = run_federated(base.replace(out=str(folder / "federated")), show_progress=False)
+    federated = run_federated(
+        base.replace(out=str(folder / "distributed"), dp_level="distributed"), show_progress=False
+    )
     federated_wall = time.perf_counter() - started
-    site_train = sum(s.get("train-seconds", 0.0) for h in federated["history"] for s in h.get("sites", []))
-    return {"reports": reports, "epochs": base.epochs, "rounds": base.rounds, "local_epochs": base.local_epochs, "sites": 3,
-            "centralized_wall_seconds": central_wall, "federated_wall_seconds": federated_wall,
-            "federated_over_centralized": federated_wall / central_wall,
-            "centralized_weighted_f1": central["metrics"]["weighted_f1"], "federated_weighted_f1": federated["metrics"]["weighted_f1"],
-            "measured_bytes_up_per_round": federated["federation"]["bytes_up_per_round"],
-            # Like for like: the training loops alone (the rest is start-up and evaluation, see the README).
-            "centralized_train_seconds": central["timing"]["train_seconds"], "federated_site_train_seconds": site_train,
-            "site_train_over_centralized_train": site_train / central["timing"]["train_seconds"]}
+    rounds = max(federated["federation"]["rounds_done"], 1)
+    stages = {
+        name: {"calls": v["calls"], "seconds_per_round": v["seconds"] / rounds}
+        for name, v in federated["timing"].get("stages", {}).items()
+    }
+    return {
+        "reports": reports,
+        "epsilon": 1.0,
+        "sites": 3,
+        "rounds": federated["federation"]["rounds"],
+        "rounds_done": rounds,
+        "centralized_wall_seconds": central_wall,
+        "federated_wall_seconds": federated_wall,
+        "federated_over_centralized": federated_wall / central_wall,
+        "centralized_weighted_f1": central["metrics"]["weighted_f1"],
+        "federated_weighted_f1": federated["metrics"]["weighted_f1"],
+        "centralized_train_seconds": central["timing"]["train_seconds"],
+        "stages_per_round": stages,
+    }
 
 
 def bench_command(args) -> int:
@@ -149,17 +186,36 @@ def bench_command(args) -> int:
     lengths = np.array([len(data.ids[i]) for i in data.train])
     out = Path(args.out)
     result = {
-        "setup": {"model": args.model, "device": str(device), "threads": threads, "batch_size": args.batch_size, "steps": steps,
-                  "sequence_tokens": {"mean": float(lengths.mean()), "p50": float(np.median(lengths)),
-                                      "p90": float(np.percentile(lengths, 90)), "max": int(lengths.max())},
-                  "autocast": str(autocast_dtype(device)), "versions": versions(), "targets": TARGETS},
-        "dp_overhead": step_throughput(args.model, data, batch_size=args.batch_size, steps=steps, modes=modes, device=device),
+        "setup": {
+            "model": args.model,
+            "device": str(device),
+            "threads": threads,
+            "batch_size": args.batch_size,
+            "steps": steps,
+            "sequence_tokens": {
+                "mean": float(lengths.mean()),
+                "p50": float(np.median(lengths)),
+                "p90": float(np.percentile(lengths, 90)),
+                "max": int(lengths.max()),
+            },
+            "autocast": str(autocast_dtype(device)),
+            "versions": versions(),
+            "targets": TARGETS,
+        },
+        "dp_overhead": step_throughput(
+            args.model, data, batch_size=args.batch_size, steps=steps, modes=modes, device=device
+        ),
         "communication": communication(args.model, data.label_names),
         "inference": inference_throughput(args.model, data, device),
     }
     if not args.skip_federation:
-        result["federation"] = federation_overhead(args.model, reports=3000 if args.quick else RunConfig().synthetic_reports, device=args.device,
-                                                   folder=out.parent / f"{out.stem}-runs")
+        result["federation"] = federation_overhead(
+            args.model,
+            reports=3000 if args.quick else RunConfig().synthetic_reports,
+            device=args.device,
+            folder=out.parent / f"{out.stem}-runs",
+            max_examples=3000 if args.quick else 0,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(bench_table(result))
@@ -169,10 +225,13 @@ def bench_command(args) -> int:
 
 def bench_table(result: dict) -> str:
     s = result["setup"]
-    lines = [f"model {s['model']} on {s['device']} ({s['threads']} threads), batch {s['batch_size']}, "
-             f"tokens per report mean {s['sequence_tokens']['mean']:.0f} / p90 {s['sequence_tokens']['p90']:.0f} / max "
-             f"{s['sequence_tokens']['max']}, autocast {s['autocast']}", "",
-             f"{'training step':<28}{'examples/s':>12}{'DP / non-private':>18}"]
+    lines = [
+        f"model {s['model']} on {s['device']} ({s['threads']} threads), batch {s['batch_size']}, "
+        f"tokens per report mean {s['sequence_tokens']['mean']:.0f} / p90 {s['sequence_tokens']['p90']:.0f} / max "
+        f"{s['sequence_tokens']['max']}, autocast {s['autocast']}",
+        "",
+        f"{'training step':<28}{'examples/s':>12}{'DP / non-private':>18}",
+    ]
     for mode, row in result["dp_overhead"].items():
         if "error" in row:
             lines.append(f"{mode:<28}{'failed: ' + row['error']}")
@@ -180,13 +239,19 @@ def bench_table(result: dict) -> str:
             ratio = row.get("ratio_to_non_private")
             lines.append(f"{mode:<28}{row['examples_per_second']:>12.1f}{'' if ratio is None else f'{ratio:>18.2f}'}")
     c = result["communication"]
-    lines += ["", f"bytes per site per round: LoRA {c['lora_bytes_per_round']:,} ({100 * c['lora_fraction_of_model']:.2f}% of the "
-                  f"{c['full_model_bytes']:,}-byte model), FFA-LoRA {c['ffa_bytes_per_round']:,} ({c['ffa_over_lora']:.2f} x LoRA)",
-              f"inference: {result['inference']['reports_per_second']:.1f} reports/s (batch {result['inference']['batch_size']})"]
+    lines += [
+        "",
+        f"bytes per site per round: LoRA {c['lora_bytes_per_round']:,} ({100 * c['lora_fraction_of_model']:.2f}% of the "
+        f"{c['full_model_bytes']:,}-byte model), FFA-LoRA {c['ffa_bytes_per_round']:,} ({c['ffa_over_lora']:.2f} x LoRA)",
+        f"inference: {result['inference']['reports_per_second']:.1f} reports/s (batch {result['inference']['batch_size']})",
+    ]
     if "federation" in result:
         f = result["federation"]
-        lines.append(f"federation: {f['federated_wall_seconds']:.0f} s federated (3 sites) vs {f['centralized_wall_seconds']:.0f} s "
-                     f"centralized = {f['federated_over_centralized']:.2f} x (weighted F1 {f['federated_weighted_f1']:.3f} vs "
-                     f"{f['centralized_weighted_f1']:.3f}); training loops alone: {f['federated_site_train_seconds']:.0f} s "
-                     f"(sites, one after another) vs {f['centralized_train_seconds']:.0f} s = {f['site_train_over_centralized_train']:.2f} x")
+        lines.append(
+            f"distributed DP (3 sites, SecAgg+) at epsilon 1: {f['federated_wall_seconds']:.0f} s vs {f['centralized_wall_seconds']:.0f} s "
+            f"for radfl train = {f['federated_over_centralized']:.2f} x (weighted F1 {f['federated_weighted_f1']:.3f} vs "
+            f"{f['centralized_weighted_f1']:.3f}); {f['rounds_done']} rounds, per round:"
+        )
+        for name, stage in sorted(f["stages_per_round"].items(), key=lambda kv: -kv[1]["seconds_per_round"]):
+            lines.append(f"  {name:<34}{stage['seconds_per_round']:>8.2f} s  ({stage['calls']} calls)")
     return "\n".join(lines)

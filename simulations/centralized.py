@@ -32,8 +32,15 @@ def patient_units(reports, index) -> list[list[int]]:
 def plan(cfg: RunConfig, n_units: int):
     """The recipe and the privacy ledger of a run over `n_units`: fails in a second on an impossible ε or δ."""
     recipe = recipe_for(cfg, n_units)
-    ledger = PrivacyLedger.plan(target_epsilon=cfg.epsilon, delta=cfg.delta, n_examples=n_units, batch_size=recipe.batch_size,
-                                steps=recipe.steps, max_grad_norm=recipe.max_grad_norm or 1.0, accountant=cfg.accountant)
+    ledger = PrivacyLedger.plan(
+        target_epsilon=cfg.epsilon,
+        delta=cfg.delta,
+        n_examples=n_units,
+        batch_size=recipe.batch_size,
+        steps=recipe.steps,
+        max_grad_norm=recipe.max_grad_norm or 1.0,
+        accountant=cfg.accountant,
+    )
     return recipe, ledger
 
 
@@ -54,21 +61,45 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True, log=print) ->
     warm_record = None
     if warm is not None:  # the zero-ε baseline: the public start alone on this test split
         start_thresholds, _ = choose_thresholds(cfg, classifier, data, device, private=True, autocast_dtype=amp)
-        start_metrics, _ = evaluate(classifier, data, data.test, device, thresholds=start_thresholds, autocast_dtype=amp)
+        start_metrics, _ = evaluate(
+            classifier, data, data.test, device, thresholds=start_thresholds, autocast_dtype=amp
+        )
         warm_record = {**warm.record(), "test_metrics": start_metrics}
-        log(f"warm start alone (no private report, epsilon 0): weighted F1 {start_metrics['weighted_f1']:.3f}, "
-            f"macro AUROC {start_metrics['macro_auroc'] or float('nan'):.3f}")
+        log(
+            f"warm start alone (no private report, epsilon 0): weighted F1 {start_metrics['weighted_f1']:.3f}, "
+            f"macro AUROC {start_metrics['macro_auroc'] or float('nan'):.3f}"
+        )
     mode = choose_grad_sample_mode(classifier.model, cfg.grad_sample_mode) if ledger.private else None
     train_amp = amp if not ledger.private or autocast_is_safe(classifier.model, mode, amp) else None
     validate = None
     if recipe.early_stopping:
-        validate = lambda: validation_loss(classifier.model, data.dataset(data.val), pad_id=classifier.pad_id, device=device, autocast_dtype=amp)  # noqa: E731
+
+        def validate():
+            return validation_loss(
+                classifier.model, data.dataset(data.val), pad_id=classifier.pad_id, device=device, autocast_dtype=amp
+            )
+
     bar = _progress(recipe.steps * recipe.batch_size, show_progress)
     result = train_local(
-        classifier.model, data.dataset(data.train), ledger=ledger, steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr,
-        head_lr=recipe.head_lr, optimizer=recipe.optimizer, pad_id=classifier.pad_id, device=device, seed=cfg.seed,
-        grad_sample_mode=mode or "hooks", units=units, autocast_dtype=train_amp, progress=bar.step, validate=validate,
-        eval_every=recipe.eval_every, patience=recipe.patience)
+        classifier.model,
+        data.dataset(data.train),
+        ledger=ledger,
+        steps=recipe.steps,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        head_lr=recipe.head_lr,
+        optimizer=recipe.optimizer,
+        pad_id=classifier.pad_id,
+        device=device,
+        seed=cfg.seed,
+        grad_sample_mode=mode or "hooks",
+        units=units,
+        autocast_dtype=train_amp,
+        progress=bar.step,
+        validate=validate,
+        eval_every=recipe.eval_every,
+        patience=recipe.patience,
+    )
     bar.close()
     thresholds, rule = choose_thresholds(cfg, classifier, data, device, private=ledger.private, autocast_dtype=amp)
     val_metrics, _ = evaluate(classifier, data, data.val, device, thresholds=thresholds, autocast_dtype=amp)
@@ -80,21 +111,56 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True, log=print) ->
         baselines = run_baselines(data, epsilon=cfg.epsilon, delta=cfg.delta, seed=cfg.seed, accountant=cfg.accountant)
     out = Path(cfg.out)
     save_predictions(out, data.reports.labels[data.test], probs, thresholds)
-    values = {n: float(t) for n, t in zip(data.label_names, [thresholds] * len(data.label_names) if isinstance(thresholds, float) else thresholds, strict=True)}
+    values = {
+        n: float(t)
+        for n, t in zip(
+            data.label_names,
+            [thresholds] * len(data.label_names) if isinstance(thresholds, float) else thresholds,
+            strict=True,
+        )
+    }
     save_classifier(classifier, out / "adapter", model_name=cfg.model, max_length=cfg.max_length, thresholds=values)
     record = RunRecord(
-        mode="centralized", config=cfg.to_dict(),
-        privacy={"level": "example (each report)" if cfg.privacy_unit == "report" else "patient (all of a patient's reports)",
-                 "unit": cfg.privacy_unit, **ledger.summary()},
-        recipe=recipe.to_dict(), metrics=metrics, val_metrics=val_metrics, thresholds={"rule": rule, "values": values},
-        warm_start=warm_record, baselines=baselines, data=data.sizes(),
-        timing={"train_seconds": result.seconds, "examples_per_second": result.examples / max(result.seconds, 1e-9),
-                "total_seconds": time.perf_counter() - started, "examples_seen": result.examples, "steps": result.steps,
-                "best_step": result.best_step, "empty_batches": result.empty_batches},
-        runtime={"optimizer": recipe.optimizer, "lr": recipe.lr, "head_lr": recipe.head_lr, "device": str(device), "threads": threads,
-                 "grad_sample_mode": mode, "train_autocast": str(train_amp) if train_amp else None, "model_source": classifier.source,
-                 "versions": versions(), "train_loss": result.mean_loss, "validation": result.validation},
-        evaluation="test split (held out by patient)")
+        mode="centralized",
+        config=cfg.to_dict(),
+        privacy={
+            "level": "example (each report)"
+            if cfg.privacy_unit == "report"
+            else "patient (all of a patient's reports)",
+            "unit": cfg.privacy_unit,
+            **ledger.summary(),
+        },
+        recipe=recipe.to_dict(),
+        metrics=metrics,
+        val_metrics=val_metrics,
+        thresholds={"rule": rule, "values": values},
+        warm_start=warm_record,
+        baselines=baselines,
+        data=data.sizes(),
+        timing={
+            "train_seconds": result.seconds,
+            "examples_per_second": result.examples / max(result.seconds, 1e-9),
+            "total_seconds": time.perf_counter() - started,
+            "examples_seen": result.examples,
+            "steps": result.steps,
+            "best_step": result.best_step,
+            "empty_batches": result.empty_batches,
+        },
+        runtime={
+            "optimizer": recipe.optimizer,
+            "lr": recipe.lr,
+            "head_lr": recipe.head_lr,
+            "device": str(device),
+            "threads": threads,
+            "grad_sample_mode": mode,
+            "train_autocast": str(train_amp) if train_amp else None,
+            "model_source": classifier.source,
+            "versions": versions(),
+            "train_loss": result.mean_loss,
+            "validation": result.validation,
+        },
+        evaluation="test split (held out by patient)",
+    )
     record.write(out)
     return record.to_dict()
 

@@ -27,8 +27,13 @@ def _add_config_options(parser: argparse.ArgumentParser, *, federated: bool, def
     for f in config_fields(federated=federated):
         default = (defaults or {}).get(f.name, f.default)
         kind = type(f.default) if f.default is not MISSING else str
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default, choices=f.metadata["choices"],
-                            help=f"{f.metadata['help']} (default: {default}; run-config key {f.metadata['key']})")
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=kind,
+            default=default,
+            choices=f.metadata["choices"],
+            help=f"{f.metadata['help']} (default: {default}; run-config key {f.metadata['key']})",
+        )
 
 
 def _config(args: argparse.Namespace, *, federated: bool) -> RunConfig:
@@ -67,11 +72,19 @@ def cmd_baseline(args) -> int:
     result = run_baselines(data, epsilon=cfg.epsilon, delta=cfg.delta, seed=cfg.seed, accountant=cfg.accountant)
     print(f"{cfg.dataset}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test reports")
     for name, entry in result.items():
-        label = "TF-IDF + logistic regression (no DP)" if name == "tfidf_logreg" else f"DP logistic regression (epsilon {entry['epsilon']})"
+        label = (
+            "TF-IDF + logistic regression (no DP)"
+            if name == "tfidf_logreg"
+            else f"DP logistic regression (epsilon {entry['epsilon']})"
+        )
         auroc = entry["metrics"].get("macro_auroc")
-        print(f"{label:<48} weighted F1 {entry['metrics']['weighted_f1']:.4f}   macro AUROC {auroc if auroc is None else round(auroc, 4)}   "
-              f"{entry['seconds']:.1f} s")
-    path = write_json_atomic(os.path.join(args.out, "baselines.json"), {"config": cfg.to_dict(), "baselines": result}, indent=2)
+        print(
+            f"{label:<48} weighted F1 {entry['metrics']['weighted_f1']:.4f}   macro AUROC {auroc if auroc is None else round(auroc, 4)}   "
+            f"{entry['seconds']:.1f} s"
+        )
+    path = write_json_atomic(
+        os.path.join(args.out, "baselines.json"), {"config": cfg.to_dict(), "baselines": result}, indent=2
+    )
     print(f"\nwrote {path}")
     return 0
 
@@ -81,7 +94,9 @@ def cmd_warm_start(args) -> int:
 
     cfg = _config(args, federated=False).replace(warm_start="synthetic")
     warm = ensure(cfg)
-    print(f"warm start for {cfg.dataset} labels, model {cfg.model}: {warm.path}\nsha256 {warm.sha256}\n{warm.record()['private_data']}")
+    print(
+        f"warm start for {cfg.dataset} labels, model {cfg.model}: {warm.path}\nsha256 {warm.sha256}\n{warm.record()['private_data']}"
+    )
     return 0
 
 
@@ -111,8 +126,14 @@ def cmd_synth(args) -> int:
     if os.path.exists(args.out) and os.listdir(args.out):
         raise InputError(f"{args.out} is not empty; choose a new folder (radfl synth never overwrites data)")
     kind = "mimic-cxr" if args.layout == "mimic-cxr" else "ct-rate"
-    data = generate(kind, n_reports=args.reports, seed=args.seed, label_noise=args.label_noise, hospitals=hospitals,
-                    difficulty=args.difficulty)
+    data = generate(
+        kind,
+        n_reports=args.reports,
+        seed=args.seed,
+        label_noise=args.label_noise,
+        hospitals=hospitals,
+        difficulty=args.difficulty,
+    )
     writer = write_mimic_cxr if kind == "mimic-cxr" else write_ct_rate
     writer(data, args.out, seed=args.seed)
     print(f"wrote {args.reports} synthetic {kind} reports in the {args.layout} layout to {args.out}")
@@ -138,7 +159,9 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radfl", description="Federated, differentially private LoRA for radiology report labels.")
+    parser = argparse.ArgumentParser(
+        prog="radfl", description="Federated, differentially private LoRA for radiology report labels."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="centralized DP-LoRA training (the paper's setting)")
@@ -149,11 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     federate = sub.add_parser("federate", help="federated DP-LoRA over simulated hospitals (Flower simulation engine)")
     _add_config_options(federate, federated=True, defaults={"out": "runs/federated"})
     federate.add_argument("--quiet", action="store_true", help="no progress output")
-    federate.add_argument("--node-config", default="", help="site policy of every simulated site (\"max-epsilon=1 "
-                          "lifetime-epsilon=4 ...\"), or per site (\"0: max-epsilon=1; 1: require-dp=true\"); default: what the run asks")
+    federate.add_argument(
+        "--node-config",
+        default="",
+        help='site policy of every simulated site ("max-epsilon=1 '
+        'lifetime-epsilon=4 ..."), or per site ("0: max-epsilon=1; 1: require-dp=true"); default: what the run asks',
+    )
     federate.set_defaults(func=cmd_federate)
 
-    baseline = sub.add_parser("baseline", help="TF-IDF + logistic regression and its DP twin on the splits of radfl train")
+    baseline = sub.add_parser(
+        "baseline", help="TF-IDF + logistic regression and its DP twin on the splits of radfl train"
+    )
     _add_config_options(baseline, federated=False, defaults={"out": "runs/baseline"})
     baseline.set_defaults(func=cmd_baseline)
 
@@ -163,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from simulations.audit import add_audit_arguments
 
-    audit = sub.add_parser("audit", help="privacy audit with canaries: an empirical lower bound on epsilon (one training run)")
+    audit = sub.add_parser(
+        "audit", help="privacy audit with canaries: an empirical lower bound on epsilon (one training run)"
+    )
     add_audit_arguments(audit, _add_config_options)
     audit.set_defaults(func=cmd_audit)
 
@@ -184,7 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--label-noise", type=float, default=0.03)
     synth.add_argument("--hospital", default="", help="only this hospital's style (default: all four)")
-    synth.add_argument("--difficulty", choices=("realistic", "easy"), default="realistic", help="as varied as real reports, or clean templates")
+    synth.add_argument(
+        "--difficulty",
+        choices=("realistic", "easy"),
+        default="realistic",
+        help="as varied as real reports, or clean templates",
+    )
     synth.add_argument("--out", required=True)
     synth.set_defaults(func=cmd_synth)
 

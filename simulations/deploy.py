@@ -7,7 +7,7 @@ throwaway pilot credentials with the `cryptography` package (no openssl or ssh-k
 production federation uses its own PKI, and each site makes its own key pair and sends only the
 public key. `radfl submit` wraps `flwr run`, because `flwr run` exits 0 even when the ServerApp
 crashes: it follows the run and exits non-zero unless the run ends `finished:completed`.
-The README's deployment section has the whole pilot procedure.
+docs/deployment.md has the whole pilot procedure.
 """
 
 from __future__ import annotations
@@ -34,23 +34,39 @@ SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # ---- credentials
 
 
-def make_ca(*, common_name: str = "radfl pilot CA", days: int = 365) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def make_ca(
+    *, common_name: str = "radfl pilot CA", days: int = 365
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A self-signed CA that signs only the SuperLink's certificate; SuperNodes and the operator
     trust it through `--root-certificates` / `root-certificates`."""
     key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (_builder(name, name, key.public_key(), days)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA384()))
+    cert = (
+        _builder(name, name, key.public_key(), days)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA384())
+    )
     return key, cert
 
 
-def make_server_cert(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, *, hosts: tuple[str, ...] = (),
-                     days: int = 365) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def make_server_cert(
+    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, *, hosts: tuple[str, ...] = (), days: int = 365
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """The SuperLink's TLS certificate. Its SAN holds localhost, 127.0.0.1 and `hosts` (names or IP
     addresses): a SuperNode checks that the host in its `--superlink` address is one of them."""
     key = ec.generate_private_key(ec.SECP384R1())
@@ -63,12 +79,14 @@ def make_server_cert(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certifica
         if entry not in names:
             names.append(entry)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "localhost")])
-    cert = (_builder(subject, ca_cert.subject, key.public_key(), days)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA384()))
+    cert = (
+        _builder(subject, ca_cert.subject, key.public_key(), days)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
     return key, cert
 
 
@@ -77,7 +95,9 @@ def make_node_key() -> tuple[bytes, bytes]:
     what `ssh-keygen -t ecdsa -b 384` writes. `flower-supernode --auth-supernode-private-key` loads
     the private half (unencrypted) and `flwr supernode register` the public half."""
     key = ec.generate_private_key(ec.SECP384R1())
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return private, public + b"\n"
 
@@ -106,8 +126,11 @@ def write_pilot_credentials(out: Path, sites: list[str], *, hosts: tuple[str, ..
     pem = serialization.Encoding.PEM
     _write(files["ca"], ca_cert.public_bytes(pem))
     _write(files["server-cert"], server_cert.public_bytes(pem))
-    _write(files["server-key"], server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-           private=True)
+    _write(
+        files["server-key"],
+        server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        private=True,
+    )
     for site in sites:
         private, public = make_node_key()
         _write(files[f"{site}-key"], private, private=True)
@@ -117,10 +140,15 @@ def write_pilot_credentials(out: Path, sites: list[str], *, hosts: tuple[str, ..
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))  # tolerate small clock skew between hosts
-            .not_valid_after(now + datetime.timedelta(days=days)))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))  # tolerate small clock skew between hosts
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
 
 
 def _write(path: Path, data: bytes, *, private: bool = False) -> None:
@@ -138,8 +166,17 @@ def flwr_home() -> Path:
     return Path(os.environ.get("FLWR_HOME") or Path.home() / ".flwr")
 
 
-def submit(app: str, connection: str | None, run_config: list[str], *, federation_config: str | None = None,
-           timeout: float = 0, poll: float = 10.0, stream: bool = True, log_file: str | None = None) -> int:
+def submit(
+    app: str,
+    connection: str | None,
+    run_config: list[str],
+    *,
+    federation_config: str | None = None,
+    timeout: float = 0,
+    poll: float = 10.0,
+    stream: bool = True,
+    log_file: str | None = None,
+) -> int:
     """`flwr run`, then follow the run to its end; return its id if it ended `finished:completed`.
 
     Raises RunFailed (or InputError, when the ServerApp rejected its input) with a one-line reason
@@ -160,7 +197,10 @@ def submit(app: str, connection: str | None, run_config: list[str], *, federatio
             except subprocess.TimeoutExpired:
                 pass
     except KeyboardInterrupt:
-        print(f"\nstopped following; run {run_id} goes on (`flwr stop {run_id} {connection or ''}` stops it)", file=sys.stderr)
+        print(
+            f"\nstopped following; run {run_id} goes on (`flwr stop {run_id} {connection or ''}` stops it)",
+            file=sys.stderr,
+        )
         raise
     finally:
         if streamer is not None:
@@ -186,35 +226,64 @@ def submit(app: str, connection: str | None, run_config: list[str], *, federatio
 def cmd_pilot_certs(args) -> int:
     sites = [s.strip() for s in args.sites.split(",") if s.strip()]
     files = write_pilot_credentials(Path(args.out), sites, hosts=tuple(args.host))
-    print(f"wrote {len(files)} files to {args.out}: ca.crt, server.crt, server.key and {', '.join(f'{s}.key/.pub' for s in sites)}")
-    print("each site keeps only its SITE.key; register every SITE.pub with `flwr supernode register SITE.pub CONNECTION`")
+    print(
+        f"wrote {len(files)} files to {args.out}: ca.crt, server.crt, server.key and {', '.join(f'{s}.key/.pub' for s in sites)}"
+    )
+    print(
+        "each site keeps only its SITE.key; register every SITE.pub with `flwr supernode register SITE.pub CONNECTION`"
+    )
     return 0
 
 
 def cmd_submit(args) -> int:
-    submit(args.app, args.connection, args.run_config or [], federation_config=args.federation_config, timeout=args.timeout,
-           poll=args.poll, stream=not args.quiet, log_file=args.log)
+    submit(
+        args.app,
+        args.connection,
+        args.run_config or [],
+        federation_config=args.federation_config,
+        timeout=args.timeout,
+        poll=args.poll,
+        stream=not args.quiet,
+        log_file=args.log,
+    )
     return 0
 
 
 def add_deploy_arguments(subparsers) -> None:
-    """`radfl pilot-certs` and `radfl submit` (see the README, "Deployment")."""
-    certs = subparsers.add_parser("pilot-certs", help="write a pilot CA, the SuperLink's TLS certificate and one key pair per site")
-    certs.add_argument("--out", required=True, help="a new folder for ca.crt, server.crt, server.key, SITE.key and SITE.pub")
+    """`radfl pilot-certs` and `radfl submit` (see docs/deployment.md)."""
+    certs = subparsers.add_parser(
+        "pilot-certs", help="write a pilot CA, the SuperLink's TLS certificate and one key pair per site"
+    )
+    certs.add_argument(
+        "--out", required=True, help="a new folder for ca.crt, server.crt, server.key, SITE.key and SITE.pub"
+    )
     certs.add_argument("--sites", required=True, help="comma-separated site names, e.g. site-a,site-b,site-c")
-    certs.add_argument("--host", action="append", default=[],
-                       help="a name or IP address the SuperNodes use to reach the SuperLink (repeatable; "
-                            "localhost and 127.0.0.1 are always included)")
+    certs.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="a name or IP address the SuperNodes use to reach the SuperLink (repeatable; "
+        "localhost and 127.0.0.1 are always included)",
+    )
     certs.set_defaults(func=cmd_pilot_certs)
 
-    run = subparsers.add_parser("submit", help="flwr run on a deployed SuperLink, follow it, exit non-zero unless it completed")
+    run = subparsers.add_parser(
+        "submit", help="flwr run on a deployed SuperLink, follow it, exit non-zero unless it completed"
+    )
     run.add_argument("app", nargs="?", default=".", help="the Flower app's folder (default: .)")
-    run.add_argument("connection", nargs="?", default=None,
-                     help="SuperLink connection in $FLWR_HOME/config.toml (default: its default connection)")
-    run.add_argument("--run-config", "-c", action="append",
-                     help="as for flwr run: 'key=value ...' or a TOML file (repeatable)")
+    run.add_argument(
+        "connection",
+        nargs="?",
+        default=None,
+        help="SuperLink connection in $FLWR_HOME/config.toml (default: its default connection)",
+    )
+    run.add_argument(
+        "--run-config", "-c", action="append", help="as for flwr run: 'key=value ...' or a TOML file (repeatable)"
+    )
     run.add_argument("--federation-config", default=None, help="as for flwr run")
-    run.add_argument("--timeout", type=float, default=0, help="stop the run after this many seconds (default: 0, no limit)")
+    run.add_argument(
+        "--timeout", type=float, default=0, help="stop the run after this many seconds (default: 0, no limit)"
+    )
     run.add_argument("--poll", type=float, default=10.0, help="seconds between status checks (default: 10)")
     run.add_argument("--log", default=None, help="also write the run's whole log to this file")
     run.add_argument("--quiet", action="store_true", help="do not stream the run's log")

@@ -28,9 +28,11 @@ def default_site_policy(cfg: RunConfig) -> str:
     """Simulated sites' policy when the researcher gives none: exactly what this run asks for (the
     researcher owns the data), and plain metrics of the final adapter. `--node-config` overrides keys."""
     eps = "inf" if not cfg.private else f"{cfg.epsilon:g}"
-    return (f"max-epsilon={eps} lifetime-epsilon=inf require-dp={str(cfg.private and cfg.dp_level != 'client').lower()} "
-            f"allow-client-level-dp={str(cfg.dp_level == 'client').lower()} allow-distributed-dp={str(cfg.dp_level == 'distributed').lower()} "
-            f"allow-evaluation=final max-delta={cfg.delta:g}")
+    return (
+        f"max-epsilon={eps} lifetime-epsilon=inf require-dp={str(cfg.private and cfg.dp_level != 'client').lower()} "
+        f"allow-client-level-dp={str(cfg.dp_level == 'client').lower()} allow-distributed-dp={str(cfg.dp_level == 'distributed').lower()} "
+        f"allow-evaluation=final max-delta={cfg.delta:g}"
+    )
 
 
 def distributed_plan(cfg: RunConfig) -> RunConfig:
@@ -66,7 +68,9 @@ def client_resources(device: str) -> str:
     return f"client-resources-num-cpus={cores if not cuda else max(1, cores // 4)} client-resources-num-gpus={gpus}"
 
 
-def run_federated(cfg: RunConfig, *, show_progress: bool = True, timeout: float = 6 * 3600, node_config: str = "") -> dict:
+def run_federated(
+    cfg: RunConfig, *, show_progress: bool = True, timeout: float = 6 * 3600, node_config: str = ""
+) -> dict:
     cfg = distributed_plan(cfg.replace(out=os.path.abspath(cfg.out)))
     policies = simulated_sites_env(default_site_policy(cfg) + (";" + node_config if node_config else ""), cfg.sites)
     preflight(cfg)
@@ -75,21 +79,37 @@ def run_federated(cfg: RunConfig, *, show_progress: bool = True, timeout: float 
     home = Path(tempfile.mkdtemp(prefix="radfl-flwr-"))
     port = free_port()
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "radfl"\n\n[superlink.radfl]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+        f'[superlink]\ndefault = "radfl"\n\n[superlink.radfl]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
     cli = FlowerCLI(home, "radfl")
     cli.env["RADFL_STATE_DIR"] = str(out / "site-state")  # simulated sites keep their ledgers beside the run
     cli.env[SIMULATED_SITES_ENV] = policies
     log_path = out / "flower.log"
     with open(home / "superlink.log", "w") as link_log:
         link = subprocess.Popen(
-            [str(BIN / "flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
-             "--disable-runtime-dependency-installation"],
-            env=cli.env, stdout=link_log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(out))
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--simulation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--disable-runtime-dependency-installation",
+            ],
+            env=cli.env,
+            stdout=link_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(out),
+        )
     progress = _Progress(out / "progress.json", cfg.rounds, show_progress)
     try:
         cli.wait_ready()
         run_id = cli.submit(app_dir(), cfg.to_flower(), f"num-supernodes={cfg.sites} {client_resources(cfg.device)}")
-        status = cli.wait(run_id, timeout=timeout, on_poll=progress.update)  # update() is True once metrics.json is written
+        status = cli.wait(
+            run_id, timeout=timeout, on_poll=progress.update
+        )  # update() is True once metrics.json is written
         logs = cli.logs(run_id)
         log_path.write_text(logs)
     finally:
@@ -129,10 +149,18 @@ class _Progress:
             if entry["round"] > self.seen and "global" in entry:
                 self.seen = entry["round"]
                 f1 = (entry.get("global") or {}).get("weighted_f1")
-                eps = [float(s["epsilon_spent"]) for s in entry.get("sites", []) if s.get("status") == "trained" and "epsilon_spent" in s]
+                eps = [
+                    float(s["epsilon_spent"])
+                    for s in entry.get("sites", [])
+                    if s.get("status") == "trained" and "epsilon_spent" in s
+                ]
                 declined = [s["reason"] for s in entry.get("sites", []) if s.get("status") != "trained"]
                 spent = "n/a" if not eps else "inf (no DP)" if max(eps) == float("inf") else f"{max(eps):.3f}"
-                print(f"round {entry['round']}/{self.rounds}: global weighted F1 "
-                      f"{'n/a' if f1 is None else f'{f1:.4f}'}, max site epsilon {spent}, "
-                      f"{time.monotonic() - self.started:.0f} s" + (f"; declined/failed: {', '.join(declined)}" if declined else ""), flush=True)
+                print(
+                    f"round {entry['round']}/{self.rounds}: global weighted F1 "
+                    f"{'n/a' if f1 is None else f'{f1:.4f}'}, max site epsilon {spent}, "
+                    f"{time.monotonic() - self.started:.0f} s"
+                    + (f"; declined/failed: {', '.join(declined)}" if declined else ""),
+                    flush=True,
+                )
         return finished

@@ -42,13 +42,20 @@ def free_port() -> int:
 
 
 def flower_env(home: Path) -> dict:
-    return {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            # The app's dependencies are this environment's; a per-run `uv sync` would download them.
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "FLWR_TELEMETRY_ENABLED": "0", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-            # Ray starts its workers at niceness 15; the simulated sites would then lose the CPU to
-            # Flower's own polling threads. The sites' training is the work here: run it at normal priority.
-            "RAY_worker_niceness": "0"}
+    return {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        # The app's dependencies are this environment's; a per-run `uv sync` would download them.
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "PYTHONUNBUFFERED": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        # Ray starts its workers at niceness 15; the simulated sites would then lose the CPU to
+        # Flower's own polling threads. The sites' training is the work here: run it at normal priority.
+        "RAY_worker_niceness": "0",
+    }
 
 
 def run_config_arg(values: dict) -> str:
@@ -127,7 +134,13 @@ class FlowerCLI:
 
     def submit(self, app: Path, run_config: dict | str | list[str], federation_config: str | None = None) -> int:
         """`flwr run`; `run_config` is a dict of values, or `--run-config` text(s) passed through as given."""
-        texts = [run_config_arg(run_config)] if isinstance(run_config, dict) else [run_config] if isinstance(run_config, str) else run_config
+        texts = (
+            [run_config_arg(run_config)]
+            if isinstance(run_config, dict)
+            else [run_config]
+            if isinstance(run_config, str)
+            else run_config
+        )
         args = ["run", str(app), *self._conn(), "--format", "json", *[a for t in texts for a in ("--run-config", t)]]
         if federation_config:
             args += ["--federation-config", federation_config]
@@ -174,17 +187,31 @@ class FlowerCLI:
 
     def stream_logs(self, run_id: int) -> subprocess.Popen:
         """`flwr log` to this process's stdout until the run ends (the caller stops it with stop_tree)."""
-        return subprocess.Popen([str(BIN / "flwr"), "log", str(run_id), *self._conn()], env=self.env,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            [str(BIN / "flwr"), "log", str(run_id), *self._conn()],
+            env=self.env,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def register(self, public_key: Path, name: str | None = None) -> int:
         """`flwr supernode register`: allow the SuperNode holding this key's private half to join."""
-        done = self._run("supernode", "register", str(public_key), *self._conn(), "--format", "json",
-                         *(["--name", name] if name else []), timeout=60)
+        done = self._run(
+            "supernode",
+            "register",
+            str(public_key),
+            *self._conn(),
+            "--format",
+            "json",
+            *(["--name", name] if name else []),
+            timeout=60,
+        )
         try:
             return int(json.loads(done.stdout)["node-id"])
         except (ValueError, KeyError):
-            raise RunFailed(f"flwr supernode register refused {public_key}: {_one_line(_error_message(done))[-500:]}") from None
+            raise RunFailed(
+                f"flwr supernode register refused {public_key}: {_one_line(_error_message(done))[-500:]}"
+            ) from None
 
     def supernodes(self) -> dict[int, str]:
         """Registered SuperNodes and their status (registered, online, offline, unregistered)."""

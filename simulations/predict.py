@@ -53,7 +53,9 @@ def _table_texts(file: Path, text_column: str) -> list[str]:
 def predict_texts(classifier, texts: list[str], *, max_length: int, device, batch_size: int = 64) -> np.ndarray:
     sections = [extract_sections(t) for t in texts]
     ids = classifier.tokenizer(sections, truncation=True, max_length=max_length)["input_ids"]
-    dataset = TokenizedReports([np.asarray(i) for i in ids], np.zeros((len(ids), len(classifier.label_names)), np.float32))
+    dataset = TokenizedReports(
+        [np.asarray(i) for i in ids], np.zeros((len(ids), len(classifier.label_names)), np.float32)
+    )
     return predict_probs(classifier.model, dataset, pad_id=classifier.pad_id, device=device, batch_size=batch_size)
 
 
@@ -83,5 +85,7 @@ def predict_command(args) -> int:
         writer.writerow([i, *(f"{p:.4f}" for p in row), *(int(p >= t) for p, t in zip(row, thresholds, strict=True))])
     if args.output:
         handle.close()
-        print(f"wrote probabilities of {len(texts)} reports to {args.output} ({len(texts) / max(seconds, 1e-9):.1f} reports/s)")
+        print(
+            f"wrote probabilities of {len(texts)} reports to {args.output} ({len(texts) / max(seconds, 1e-9):.1f} reports/s)"
+        )
     return 0

@@ -21,10 +21,35 @@ from common.metrics import compute_metrics
 # arXiv 2506.04450, centralized DP-LoRA, weighted F1 (moderate privacy / non-private).
 PAPER = {"mimic-cxr": {"private": 0.88, "non_private": 0.90}, "ct-rate": {"private": 0.59, "non_private": 0.78}}
 BOOTSTRAP = 2000
-COLUMNS = ["cell", "dataset", "model", "mode", "seed", "status", "reason", "epsilon_target", "epsilon_spent", "delta",
-           "noise_multiplier", "sample_rate", "steps", "weighted_f1", "micro_f1", "macro_f1", "macro_auroc", "tfidf_weighted_f1",
-           "dp_baseline_weighted_f1", "warm_start_weighted_f1", "epsilon_lower_white_box", "epsilon_lower_black_box", "train_seconds",
-           "total_seconds", "bytes_up_per_round", "bytes_down_per_round", "full_model_bytes"]
+COLUMNS = [
+    "cell",
+    "dataset",
+    "model",
+    "mode",
+    "seed",
+    "status",
+    "reason",
+    "epsilon_target",
+    "epsilon_spent",
+    "delta",
+    "noise_multiplier",
+    "sample_rate",
+    "steps",
+    "weighted_f1",
+    "micro_f1",
+    "macro_f1",
+    "macro_auroc",
+    "tfidf_weighted_f1",
+    "dp_baseline_weighted_f1",
+    "warm_start_weighted_f1",
+    "epsilon_lower_white_box",
+    "epsilon_lower_black_box",
+    "train_seconds",
+    "total_seconds",
+    "bytes_up_per_round",
+    "bytes_down_per_round",
+    "full_model_bytes",
+]
 MODES = ("centralized", "federated", "federated-distributed", "federated-client-dp")
 
 
@@ -49,27 +74,53 @@ def load_rows(folder: Path) -> list[dict]:
             continue
         status = _read(cell_dir / "status.json") or {"status": "unfinished", "cell": _cell_from_name(cell_dir.name)}
         cell = status.get("cell") or _cell_from_name(cell_dir.name)
-        row = {"cell": cell_dir.name, "dataset": cell["dataset"], "model": cell["model"], "mode": cell["mode"], "seed": cell["seed"],
-               "status": status["status"], "reason": status.get("reason", ""), "epsilon_target": float(cell["epsilon"]), "path": cell_dir}
+        row = {
+            "cell": cell_dir.name,
+            "dataset": cell["dataset"],
+            "model": cell["model"],
+            "mode": cell["mode"],
+            "seed": cell["seed"],
+            "status": status["status"],
+            "reason": status.get("reason", ""),
+            "epsilon_target": float(cell["epsilon"]),
+            "path": cell_dir,
+        }
         record = _read(cell_dir / "metrics.json") if status["status"] == "done" else None
         if record:
             p, m, fed = record["privacy"], record["metrics"], record.get("federation", {})
             fed = fed or {}
             baselines = record.get("baselines") or {}
             warm = record.get("warm_start") or {}
-            row.update({"epsilon_spent": _num(p["epsilon_spent"]), "delta": p["delta"], "noise_multiplier": p["noise_multiplier"],
-                        "sample_rate": p["sample_rate"], "steps": p["steps"], "weighted_f1": m["weighted_f1"], "micro_f1": m["micro_f1"],
-                        "macro_f1": m["macro_f1"], "macro_auroc": m.get("macro_auroc"), "train_seconds": record["timing"]["train_seconds"],
-                        "total_seconds": record["timing"].get("total_seconds"),
-                        "tfidf_weighted_f1": baselines.get("tfidf_logreg", {}).get("metrics", {}).get("weighted_f1"),
-                        "dp_baseline_weighted_f1": baselines.get("dp_logreg", {}).get("metrics", {}).get("weighted_f1"),
-                        "warm_start_weighted_f1": (warm.get("test_metrics") or {}).get("weighted_f1"),
-                        "bytes_up_per_round": fed.get("bytes_up_per_round"), "bytes_down_per_round": fed.get("bytes_down_per_round"),
-                        "full_model_bytes": fed.get("full_model_bytes"), "per_label": m.get("per_label", {})})
+            row.update(
+                {
+                    "epsilon_spent": _num(p["epsilon_spent"]),
+                    "delta": p["delta"],
+                    "noise_multiplier": p["noise_multiplier"],
+                    "sample_rate": p["sample_rate"],
+                    "steps": p["steps"],
+                    "weighted_f1": m["weighted_f1"],
+                    "micro_f1": m["micro_f1"],
+                    "macro_f1": m["macro_f1"],
+                    "macro_auroc": m.get("macro_auroc"),
+                    "train_seconds": record["timing"]["train_seconds"],
+                    "total_seconds": record["timing"].get("total_seconds"),
+                    "tfidf_weighted_f1": baselines.get("tfidf_logreg", {}).get("metrics", {}).get("weighted_f1"),
+                    "dp_baseline_weighted_f1": baselines.get("dp_logreg", {}).get("metrics", {}).get("weighted_f1"),
+                    "warm_start_weighted_f1": (warm.get("test_metrics") or {}).get("weighted_f1"),
+                    "bytes_up_per_round": fed.get("bytes_up_per_round"),
+                    "bytes_down_per_round": fed.get("bytes_down_per_round"),
+                    "full_model_bytes": fed.get("full_model_bytes"),
+                    "per_label": m.get("per_label", {}),
+                }
+            )
             audit = _read(cell_dir / "audit" / "audit.json")
             if audit:
-                row.update({"epsilon_lower_white_box": audit["white_box"]["epsilon_lower"],
-                            "epsilon_lower_black_box": audit["black_box"]["epsilon_lower"]})
+                row.update(
+                    {
+                        "epsilon_lower_white_box": audit["white_box"]["epsilon_lower"],
+                        "epsilon_lower_black_box": audit["black_box"]["epsilon_lower"],
+                    }
+                )
         rows.append(row)
     return rows
 
@@ -108,7 +159,9 @@ def _predictions(row: dict):
     if not path.is_file():
         return None
     with np.load(path) as stored:
-        cut = stored["thresholds"] if "thresholds" in stored.files else np.full(stored["probs"].shape[1], 0.5, np.float32)
+        cut = (
+            stored["thresholds"] if "thresholds" in stored.files else np.full(stored["probs"].shape[1], 0.5, np.float32)
+        )
         return stored["targets"], stored["probs"].astype(np.float32), cut
 
 
@@ -154,7 +207,12 @@ def write_report(folder: Path) -> list[Path]:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("inf" if isinstance(row.get(k), float) and math.isinf(row[k]) else row.get(k, "")) for k in COLUMNS})
+            writer.writerow(
+                {
+                    k: ("inf" if isinstance(row.get(k), float) and math.isinf(row[k]) else row.get(k, ""))
+                    for k in COLUMNS
+                }
+            )
     md_path = folder / "report.md"
     md_path.write_text(_markdown(rows))
     plots = _plots(rows, folder)
@@ -172,10 +230,14 @@ def _groups(rows):
 
 
 def _markdown(rows: list[dict]) -> str:
-    lines = ["# radfl sweep report", "",
-             "Weighted F1 (the paper's metric) on the held-out test reports: mean ± 95% CI (Student t) over seeds; "
-             "Δ is the drop against the non-private run of the same mode. Tests: paired bootstrap over test reports "
-             f"({BOOTSTRAP} resamples, stratified by seed), two-sided p-values.", ""]
+    lines = [
+        "# radfl sweep report",
+        "",
+        "Weighted F1 (the paper's metric) on the held-out test reports: mean ± 95% CI (Student t) over seeds; "
+        "Δ is the drop against the non-private run of the same mode. Tests: paired bootstrap over test reports "
+        f"({BOOTSTRAP} resamples, stratified by seed), two-sided p-values.",
+        "",
+    ]
     problems = [r for r in rows if r["status"] != "done"]
     for dataset, model, group in _groups(rows):
         done = [r for r in group if r["status"] == "done"]
@@ -186,7 +248,11 @@ def _markdown(rows: list[dict]) -> str:
         for mode in modes:
             for eps in epsilons:
                 cell = [r for r in done if r["mode"] == mode and r["epsilon_target"] == eps]
-                stats[mode, eps] = {k: mean_ci([r[k] for r in cell]) for k in ("weighted_f1", "micro_f1", "macro_f1")} if cell else None
+                stats[mode, eps] = (
+                    {k: mean_ci([r[k] for r in cell]) for k in ("weighted_f1", "micro_f1", "macro_f1")}
+                    if cell
+                    else None
+                )
         header = "| ε | " + " | ".join(f"{m} weighted F1 | Δ vs non-private" for m in modes) + " |"
         lines += [header, "|" + "---|" * (1 + 2 * len(modes))]
         for eps in epsilons:
@@ -197,10 +263,18 @@ def _markdown(rows: list[dict]) -> str:
                     status = next((r["status"] for r in group if r["mode"] == mode and r["epsilon_target"] == eps), "—")
                     cells += [status, ""]
                     continue
-                cells += [_fmt(*s["weighted_f1"]), f"{s['weighted_f1'][0] - base['weighted_f1'][0]:+.3f}" if base and not math.isinf(eps) else ""]
+                cells += [
+                    _fmt(*s["weighted_f1"]),
+                    f"{s['weighted_f1'][0] - base['weighted_f1'][0]:+.3f}" if base and not math.isinf(eps) else "",
+                ]
             lines.append(f"| {_eps_label(eps)} | " + " | ".join(cells) + " |")
-        lines += ["", "Micro / macro F1:", "", "| ε | " + " | ".join(f"{m} micro | {m} macro" for m in modes) + " |",
-                  "|" + "---|" * (1 + 2 * len(modes))]
+        lines += [
+            "",
+            "Micro / macro F1:",
+            "",
+            "| ε | " + " | ".join(f"{m} micro | {m} macro" for m in modes) + " |",
+            "|" + "---|" * (1 + 2 * len(modes)),
+        ]
         for eps in epsilons:
             cells = []
             for mode in modes:
@@ -212,11 +286,19 @@ def _markdown(rows: list[dict]) -> str:
         lines += _per_label(done, modes, epsilons)
         reference = PAPER.get(dataset)
         if reference:
-            lines += ["", f"Paper (centralized DP-LoRA, same data set): weighted F1 {reference['private']} under moderate privacy, "
-                      f"{reference['non_private']} non-private.", ""]
+            lines += [
+                "",
+                f"Paper (centralized DP-LoRA, same data set): weighted F1 {reference['private']} under moderate privacy, "
+                f"{reference['non_private']} non-private.",
+                "",
+            ]
         else:
-            lines += ["", "The paper's figures (weighted F1 0.88 / 0.90 on MIMIC-CXR, 0.59 / 0.78 on CT-RATE, moderate privacy / "
-                      "non-private) are for the real data sets and are not comparable with synthetic data.", ""]
+            lines += [
+                "",
+                "The paper's figures (weighted F1 0.88 / 0.90 on MIMIC-CXR, 0.59 / 0.78 on CT-RATE, moderate privacy / "
+                "non-private) are for the real data sets and are not comparable with synthetic data.",
+                "",
+            ]
     if problems:
         lines += ["## Cells without a result", "", "| cell | status | reason |", "|---|---|---|"]
         lines += [f"| {r['cell']} | {r['status']} | {r['reason'] or ''} |" for r in problems]
@@ -228,16 +310,28 @@ def _baselines(done, epsilons) -> list[str]:
     central = [r for r in done if r["mode"] == "centralized"]
     if not any(r.get("tfidf_weighted_f1") is not None or r.get("epsilon_lower_white_box") is not None for r in done):
         return []
-    lines = ["Beside the transformer (centralized cells; weighted F1, and the audit's epsilon lower bound where it ran):", "",
-             "| ε | radfl | TF-IDF + LR (no DP) | DP logistic regression | warm start alone (ε 0) | ε_lower white box (centr. / fed. / distr.) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "Beside the transformer (centralized cells; weighted F1, and the audit's epsilon lower bound where it ran):",
+        "",
+        "| ε | radfl | TF-IDF + LR (no DP) | DP logistic regression | warm start alone (ε 0) | ε_lower white box (centr. / fed. / distr.) |",
+        "|---|---|---|---|---|---|",
+    ]
     for eps in epsilons:
         pick = [r for r in central if r["epsilon_target"] == eps]
         value = lambda key, pick=pick: _fmt(*mean_ci([r.get(key) for r in pick])) if pick else ""  # noqa: E731
-        lower = " / ".join(_fmt(*mean_ci([r.get("epsilon_lower_white_box") for r in done if r["mode"] == mode and r["epsilon_target"] == eps]))
-                           or "—" for mode in ("centralized", "federated", "federated-distributed"))
-        lines.append(f"| {_eps_label(eps)} | {value('weighted_f1')} | {value('tfidf_weighted_f1')} | "
-                     f"{value('dp_baseline_weighted_f1') if not math.isinf(eps) else '—'} | {value('warm_start_weighted_f1') or '—'} | {lower} |")
+        lower = " / ".join(
+            _fmt(
+                *mean_ci(
+                    [r.get("epsilon_lower_white_box") for r in done if r["mode"] == mode and r["epsilon_target"] == eps]
+                )
+            )
+            or "—"
+            for mode in ("centralized", "federated", "federated-distributed")
+        )
+        lines.append(
+            f"| {_eps_label(eps)} | {value('weighted_f1')} | {value('tfidf_weighted_f1')} | "
+            f"{value('dp_baseline_weighted_f1') if not math.isinf(eps) else '—'} | {value('warm_start_weighted_f1') or '—'} | {lower} |"
+        )
     return lines
 
 
@@ -294,11 +388,20 @@ def _per_label(done, modes, epsilons) -> list[str]:
     labels = next((list(r["per_label"]) for r in done if r["per_label"]), [])
     if not labels:
         return []
-    lines = [f"Per-label F1 at ε = {eps:g} (mean over seeds):", "", "| label | " + " | ".join(modes) + " |", "|" + "---|" * (1 + len(modes))]
+    lines = [
+        f"Per-label F1 at ε = {eps:g} (mean over seeds):",
+        "",
+        "| label | " + " | ".join(modes) + " |",
+        "|" + "---|" * (1 + len(modes)),
+    ]
     for label in labels:
         values = []
         for mode in modes:
-            cell = [r["per_label"][label]["f1"] for r in done if r["mode"] == mode and r["epsilon_target"] == eps and label in r["per_label"]]
+            cell = [
+                r["per_label"][label]["f1"]
+                for r in done
+                if r["mode"] == mode and r["epsilon_target"] == eps and label in r["per_label"]
+            ]
             values.append(f"{np.mean(cell):.3f}" if cell else "")
         lines.append(f"| {label} | " + " | ".join(values) + " |")
     return lines
@@ -314,27 +417,53 @@ def _plots(rows: list[dict], folder: Path) -> list[Path]:
     groups = list(_groups(done))
     if not groups:
         return []
-    colors = {"centralized": "tab:blue", "federated": "tab:orange", "federated-distributed": "tab:red", "federated-client-dp": "tab:green"}
-    dashes = {"centralized": (6, 3), "federated": (2, 2), "federated-distributed": (1, 1), "federated-client-dp": (4, 1, 1, 1)}
+    colors = {
+        "centralized": "tab:blue",
+        "federated": "tab:orange",
+        "federated-distributed": "tab:red",
+        "federated-client-dp": "tab:green",
+    }
+    dashes = {
+        "centralized": (6, 3),
+        "federated": (2, 2),
+        "federated-distributed": (1, 1),
+        "federated-client-dp": (4, 1, 1, 1),
+    }
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 5.2), squeeze=False)
     for ax, (dataset, model, group) in zip(axes[0], groups, strict=True):
         finite = sorted({r["epsilon_target"] for r in group if not math.isinf(r["epsilon_target"])})
         for mode in colors:
-            points = [(e, *mean_ci([r["weighted_f1"] for r in group if r["mode"] == mode and r["epsilon_target"] == e])) for e in finite]
+            points = [
+                (e, *mean_ci([r["weighted_f1"] for r in group if r["mode"] == mode and r["epsilon_target"] == e]))
+                for e in finite
+            ]
             points = [p for p in points if not math.isnan(p[1])]
             if points:
-                ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] or 0 for p in points], marker="o", capsize=3,
-                            color=colors[mode], label=f"{mode} (DP)")
-            base = mean_ci([r["weighted_f1"] for r in group if r["mode"] == mode and math.isinf(r["epsilon_target"])])[0]
+                ax.errorbar(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    yerr=[p[2] or 0 for p in points],
+                    marker="o",
+                    capsize=3,
+                    color=colors[mode],
+                    label=f"{mode} (DP)",
+                )
+            base = mean_ci([r["weighted_f1"] for r in group if r["mode"] == mode and math.isinf(r["epsilon_target"])])[
+                0
+            ]
             if not math.isnan(base):
-                ax.axhline(base, linestyle=(0, dashes[mode]), color=colors[mode], alpha=0.8, label=f"{mode} non-private")
+                ax.axhline(
+                    base, linestyle=(0, dashes[mode]), color=colors[mode], alpha=0.8, label=f"{mode} non-private"
+                )
         ax.set_xscale("log")
         ax.set_xlabel("privacy budget ε (log scale)")
         ax.set_ylabel("weighted F1 (test)")
         ax.set_ylim(0, 1)
         ax.set_title(f"{dataset} · {model}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)  # below: never over a point
+        ax.legend(
+            fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False
+        )  # below: never over a point
     fig.tight_layout()
     utility = folder / "privacy_utility.png"
     fig.savefig(utility, dpi=120)
@@ -347,8 +476,18 @@ def _plots(rows: list[dict], folder: Path) -> list[Path]:
         labels = next((list(r["per_label"]) for r in group if r["per_label"]), [])
         if not labels:
             continue
-        grid = np.array([[np.mean([r["per_label"][lab]["f1"] for r in group if r["mode"] == mode and r["epsilon_target"] == e] or [np.nan])
-                          for e in epsilons] for lab in labels])
+        grid = np.array(
+            [
+                [
+                    np.mean(
+                        [r["per_label"][lab]["f1"] for r in group if r["mode"] == mode and r["epsilon_target"] == e]
+                        or [np.nan]
+                    )
+                    for e in epsilons
+                ]
+                for lab in labels
+            ]
+        )
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(epsilons)), [_eps_label(e) for e in epsilons], rotation=45)
         ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels), fontsize=8)
@@ -357,7 +496,15 @@ def _plots(rows: list[dict], folder: Path) -> list[Path]:
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
                 if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white" if grid[i, j] < 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{grid[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if grid[i, j] < 0.6 else "black",
+                    )
     fig.colorbar(image, ax=axes[0].tolist(), label="F1", shrink=0.8)
     heatmap = folder / "per_label_f1.png"
     fig.savefig(heatmap, dpi=120, bbox_inches="tight")

@@ -29,14 +29,38 @@ def ledger_report(state_dir, *, delta: float | None = None) -> list[dict]:
         accountant = policy.get("accountant", "prv")
         lifetime = ledger.lifetime_epsilon(delta=life_delta, accountant=accountant)
         cap = policy.get("lifetime_epsilon", math.inf)
-        runs = [{"run": r.run, "kind": r.kind, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)), "unit": r.unit,
-                 "epsilon_asked": r.epsilon_target, "delta": r.delta, "epsilon_spent": r.epsilon() if r.kind != "evaluate" else None,
-                 "steps": r.steps, "noise_multiplier": r.noise_multiplier, "sample_rate": r.sample_rate, "plain_releases": r.plain}
-                for r in ledger.releases]
-        rows.append({"data_set": ledger.fingerprint, "site": policy.get("site"), "units": policy.get("units"), "unit": policy.get("unit"),
-                     "lifetime_delta": life_delta, "lifetime_epsilon": lifetime, "lifetime_cap": cap,
-                     "remaining": max(cap - lifetime, 0.0) if math.isfinite(cap) and math.isfinite(lifetime) else (0.0 if math.isinf(lifetime) else math.inf),
-                     "plain_evaluations": sum(1 for r in ledger.releases if r.kind == "evaluate"), "runs": runs})
+        runs = [
+            {
+                "run": r.run,
+                "kind": r.kind,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)),
+                "unit": r.unit,
+                "epsilon_asked": r.epsilon_target,
+                "delta": r.delta,
+                "epsilon_spent": r.epsilon() if r.kind != "evaluate" else None,
+                "steps": r.steps,
+                "noise_multiplier": r.noise_multiplier,
+                "sample_rate": r.sample_rate,
+                "plain_releases": r.plain,
+            }
+            for r in ledger.releases
+        ]
+        rows.append(
+            {
+                "data_set": ledger.fingerprint,
+                "site": policy.get("site"),
+                "units": policy.get("units"),
+                "unit": policy.get("unit"),
+                "lifetime_delta": life_delta,
+                "lifetime_epsilon": lifetime,
+                "lifetime_cap": cap,
+                "remaining": max(cap - lifetime, 0.0)
+                if math.isfinite(cap) and math.isfinite(lifetime)
+                else (0.0 if math.isinf(lifetime) else math.inf),
+                "plain_evaluations": sum(1 for r in ledger.releases if r.kind == "evaluate"),
+                "runs": runs,
+            }
+        )
     return rows
 
 
@@ -51,11 +75,15 @@ def cmd_ledger(args) -> int:
         print(f"{args.state_dir}: no ledger yet (nothing has been released from this site's reports)")
     for row in report:
         print(f"data set {row['data_set']} ({row['site']}, {row['units']} {row['unit']}s)")
-        print(f"  lifetime epsilon {_fmt(row['lifetime_epsilon'])} at delta {row['lifetime_delta']:.2g}; cap {_fmt(row['lifetime_cap'])}; "
-              f"remaining {_fmt(row['remaining'])}; plain evaluations released: {row['plain_evaluations']}")
+        print(
+            f"  lifetime epsilon {_fmt(row['lifetime_epsilon'])} at delta {row['lifetime_delta']:.2g}; cap {_fmt(row['lifetime_cap'])}; "
+            f"remaining {_fmt(row['remaining'])}; plain evaluations released: {row['plain_evaluations']}"
+        )
         print(f"  {'when':<20}{'kind':<10}{'epsilon asked':>14}{'epsilon spent':>14}{'steps':>8}  run")
         for run in row["runs"]:
-            print(f"  {run['started']:<20}{run['kind']:<10}{_fmt(run['epsilon_asked']):>14}{_fmt(run['epsilon_spent']):>14}{run['steps']:>8}  {run['run']}")
+            print(
+                f"  {run['started']:<20}{run['kind']:<10}{_fmt(run['epsilon_asked']):>14}{_fmt(run['epsilon_spent']):>14}{run['steps']:>8}  {run['run']}"
+            )
     return 0
 
 
@@ -82,9 +110,12 @@ def cmd_supernode(args, extra: list[str]) -> int:
     values = _parse_node_config(args.node_config)
     policy = SitePolicy.from_node_config(values, environ={})
     data = _own_data(RunConfig(model=policy.allowed_models[0]), policy, load_tokenizer(policy.allowed_models[0]))
-    print(f"site {policy.site_name or policy.label()}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test reports "
-          f"(split kept in {policy.state_folder()}); policy: max-epsilon {policy.max_epsilon:g}, lifetime-epsilon "
-          f"{policy.lifetime_epsilon:g}, require-dp {policy.require_dp}, evaluation {policy.allow_evaluation}", flush=True)
+    print(
+        f"site {policy.site_name or policy.label()}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test reports "
+        f"(split kept in {policy.state_folder()}); policy: max-epsilon {policy.max_epsilon:g}, lifetime-epsilon "
+        f"{policy.lifetime_epsilon:g}, require-dp {policy.require_dp}, evaluation {policy.allow_evaluation}",
+        flush=True,
+    )
     command = [str(BIN / "flower-supernode"), *extra, "--node-config", args.node_config]
     if args.check_only:
         print("checked; would run: " + " ".join(command))
@@ -129,15 +160,24 @@ def _json(value):
 def add_site_arguments(subparsers) -> None:
     ledger = subparsers.add_parser("ledger", help="a site's lifetime privacy ledgers, for its privacy officer")
     ledger.add_argument("--state-dir", required=True, help="the SuperNode's state-dir (node config)")
-    ledger.add_argument("--delta", type=float, default=None, help="report the lifetime epsilon at this delta (default: the site's)")
+    ledger.add_argument(
+        "--delta", type=float, default=None, help="report the lifetime epsilon at this delta (default: the site's)"
+    )
     ledger.add_argument("--json", action="store_true", help="machine-readable output")
     ledger.set_defaults(func=cmd_ledger)
-    clean = subparsers.add_parser("site-clean", help="remove a site's cached plain copies of its reports (ledgers stay)")
+    clean = subparsers.add_parser(
+        "site-clean", help="remove a site's cached plain copies of its reports (ledgers stay)"
+    )
     clean.add_argument("--state-dir", required=True)
     clean.set_defaults(func=cmd_site_clean)
-    node = subparsers.add_parser("supernode", help="check a hospital's node config and data, then start flower-supernode",
-                                 description="Every argument other than --node-config and --check-only goes to flower-supernode.")
-    node.add_argument("--node-config", required=True, help="the site's node config: data-path, data-format, policy keys")
+    node = subparsers.add_parser(
+        "supernode",
+        help="check a hospital's node config and data, then start flower-supernode",
+        description="Every argument other than --node-config and --check-only goes to flower-supernode.",
+    )
+    node.add_argument(
+        "--node-config", required=True, help="the site's node config: data-path, data-format, policy keys"
+    )
     node.add_argument("--check-only", action="store_true", help="check, print the policy and the split, do not start")
     node.set_defaults(func=cmd_supernode, passthrough=True)
 

@@ -31,10 +31,17 @@ def evaluate_message(arrays: dict[str, np.ndarray], server_round: int = 1, node:
     return Message(content, dst_node_id=node, message_type=MessageType.EVALUATE)
 
 
-def context(cfg: RunConfig, *, partition: int = 0, partitions: int = 3, state: RecordDict | None = None, **node) -> Context:
+def context(
+    cfg: RunConfig, *, partition: int = 0, partitions: int = 3, state: RecordDict | None = None, **node
+) -> Context:
     node_config = {"partition-id": partition, "num-partitions": partitions, **node}
-    return Context(run_id=1, node_id=7 + partition, node_config=node_config, state=state if state is not None else RecordDict(),
-                   run_config=cfg.to_flower())
+    return Context(
+        run_id=1,
+        node_id=7 + partition,
+        node_config=node_config,
+        state=state if state is not None else RecordDict(),
+        run_config=cfg.to_flower(),
+    )
 
 
 def reply(instruction: Message, arrays: dict[str, np.ndarray] | None, metrics: dict) -> Message:

@@ -14,5 +14,8 @@ def test_flower_run_config_matches_the_run_configuration():
     flower = pyproject["tool"]["flwr"]["app"]["config"]
     expected = {**RunConfig().to_flower(), "run.out": "runs/flwr"}
     assert flower == expected, "regenerate [tool.flwr.app.config] from common/config.py"
-    assert pyproject["tool"]["flwr"]["app"]["components"] == {"serverapp": "server.server_app:app", "clientapp": "clients.client_app:app"}
+    assert pyproject["tool"]["flwr"]["app"]["components"] == {
+        "serverapp": "server.server_app:app",
+        "clientapp": "clients.client_app:app",
+    }
     assert RunConfig.from_flower(flower).sites == 3  # the defaults parse: 3 sites, synthetic MIMIC, MiniLM, ε = 1

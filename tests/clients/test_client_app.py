@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-from flwr.app import RecordDict
 
 from clients.client_app import app
 from common.adapters import adapter_names, full_model_bytes, get_adapter_state, state_bytes
@@ -19,13 +18,25 @@ ALLOWED = {"max-epsilon": 5.0, "lifetime-epsilon": 20.0, "max-delta": 2e-3}
 
 
 def _cfg(tmp_path, **changes):
-    base = dict(model="tiny", synthetic_reports=300, batch_size=16, delta=1e-3, rounds=3, epochs=3, epsilon=2.0,
-                aggregation="fedavg", out=str(tmp_path / "run"), synthetic_difficulty="easy")
+    base = dict(
+        model="tiny",
+        synthetic_reports=300,
+        batch_size=16,
+        delta=1e-3,
+        rounds=3,
+        epochs=3,
+        epsilon=2.0,
+        aggregation="fedavg",
+        out=str(tmp_path / "run"),
+        synthetic_difficulty="easy",
+    )
     return RunConfig(**{**base, **changes})
 
 
 def _global(cfg):
-    return get_adapter_state(build_classifier(cfg.model, MIMIC_CXR.labels, lora=LoraSpec(frozen_a=cfg.aggregation == "ffa")).model)
+    return get_adapter_state(
+        build_classifier(cfg.model, MIMIC_CXR.labels, lora=LoraSpec(frozen_a=cfg.aggregation == "ffa")).model
+    )
 
 
 def _node(tmp_path, **policy):
@@ -48,15 +59,32 @@ def test_reply_holds_only_adapter_arrays_and_data_independent_numbers(tmp_path):
     reply = _train(cfg, arrays, _node(tmp_path))
     content = reply.content
     assert _reason(reply) == Reason.OK
-    assert set(content.array_records) == {"arrays"} and set(content.metric_records) == {"metrics"} and not content.config_records
+    assert (
+        set(content.array_records) == {"arrays"}
+        and set(content.metric_records) == {"metrics"}
+        and not content.config_records
+    )
     sent = {k: v.numpy() for k, v in content["arrays"].items()}
-    assert list(sent) == adapter_names(build_classifier("tiny", MIMIC_CXR.labels).model)  # LoRA A/B + head, nothing else
+    assert list(sent) == adapter_names(
+        build_classifier("tiny", MIMIC_CXR.labels).model
+    )  # LoRA A/B + head, nothing else
     assert all(v.dtype == np.float32 and v.shape == arrays[k].shape for k, v in sent.items())
     # Only the ledger's numbers, a reason code and the public weight: no loss, no timing, no exact count.
-    assert set(content["metrics"]) == {"declined", "reason", "site-index", "num-examples", "epsilon-spent", "lifetime-epsilon",
-                                       "noise-multiplier", "sample-rate", "steps"}
+    assert set(content["metrics"]) == {
+        "declined",
+        "reason",
+        "site-index",
+        "num-examples",
+        "epsilon-spent",
+        "lifetime-epsilon",
+        "noise-multiplier",
+        "sample-rate",
+        "steps",
+    }
     metrics = content["metrics"]
-    assert metrics["num-examples"] == round(1 / metrics["sample-rate"]) * 16  # derived from q and the batch, not counted
+    assert (
+        metrics["num-examples"] == round(1 / metrics["sample-rate"]) * 16
+    )  # derived from q and the batch, not counted
     assert not all(np.array_equal(sent[k], arrays[k]) for k in sent)  # it trained
 
 
@@ -91,8 +119,13 @@ def hospital(tmp_path):
 
     folder = tmp_path / "hospital"
     write_mimic_cxr(generate("mimic-cxr", n_reports=240, seed=5), folder, seed=5)
-    return {"data-path": str(folder), "data-format": "mimic-cxr", "partition-id": 0, "state-dir": str(tmp_path / "hospital-state"),
-            **ALLOWED}
+    return {
+        "data-path": str(folder),
+        "data-format": "mimic-cxr",
+        "partition-id": 0,
+        "state-dir": str(tmp_path / "hospital-state"),
+        **ALLOWED,
+    }
 
 
 def _deployed(cfg, arrays, node, *, run_id):
@@ -106,25 +139,33 @@ def test_a_new_run_output_and_seed_cannot_reset_the_lifetime_ledger(tmp_path, ho
     """Two runs with different run.out and seeds on the same site data add up; the third is declined."""
     node = {**hospital, "lifetime-epsilon": 3.0}
     arrays = _global(_cfg(tmp_path))
-    runs = [_cfg(tmp_path, dataset="mimic-cxr", warm_start="none", rounds=1, out=str(tmp_path / name), seed=seed) for name, seed in (("a", 0), ("b", 1), ("c", 2))]
+    runs = [
+        _cfg(tmp_path, dataset="mimic-cxr", warm_start="none", rounds=1, out=str(tmp_path / name), seed=seed)
+        for name, seed in (("a", 0), ("b", 1), ("c", 2))
+    ]
     first = _deployed(runs[0], arrays, node, run_id=11)
     second = _deployed(runs[1], arrays, node, run_id=12)
     life = [r.content["metrics"]["lifetime-epsilon"] for r in (first, second)]
     assert _reason(first) == _reason(second) == Reason.OK and life[1] > life[0] > 0
-    assert life[1] > first.content["metrics"]["epsilon-spent"] * 1.2  # composed (about sqrt(2) x for two equal runs), not reset
+    assert (
+        life[1] > first.content["metrics"]["epsilon-spent"] * 1.2
+    )  # composed (about sqrt(2) x for two equal runs), not reset
     third = _deployed(runs[2], arrays, node, run_id=13)
     assert _reason(third) == Reason.LIFETIME_BUDGET_SPENT and "arrays" not in third.content.array_records
 
 
-@pytest.mark.parametrize("changes, policy, reason", [
-    ({"epsilon": math.inf}, {}, Reason.NON_PRIVATE_REFUSED),
-    ({"epsilon": 8.0}, {}, Reason.EPSILON_ABOVE_POLICY),
-    ({"delta": 3e-3}, {}, Reason.DELTA_ABOVE_POLICY),
-    ({"dp_level": "client"}, {}, Reason.CLIENT_LEVEL_REFUSED),
-    ({"dp_level": "distributed"}, {}, Reason.DISTRIBUTED_REFUSED),
-    ({"model": "minilm"}, {"models": "tiny"}, Reason.MODEL_NOT_ALLOWED),
-    ({}, {"privacy-unit": "patient"}, Reason.UNIT_REFUSED),
-])
+@pytest.mark.parametrize(
+    "changes, policy, reason",
+    [
+        ({"epsilon": math.inf}, {}, Reason.NON_PRIVATE_REFUSED),
+        ({"epsilon": 8.0}, {}, Reason.EPSILON_ABOVE_POLICY),
+        ({"delta": 3e-3}, {}, Reason.DELTA_ABOVE_POLICY),
+        ({"dp_level": "client"}, {}, Reason.CLIENT_LEVEL_REFUSED),
+        ({"dp_level": "distributed"}, {}, Reason.DISTRIBUTED_REFUSED),
+        ({"model": "minilm"}, {"models": "tiny"}, Reason.MODEL_NOT_ALLOWED),
+        ({}, {"privacy-unit": "patient"}, Reason.UNIT_REFUSED),
+    ],
+)
 def test_each_policy_violation_is_declined_with_its_reason_and_no_arrays(tmp_path, changes, policy, reason):
     cfg = _cfg(tmp_path, **changes)
     reply = _train(cfg, _global(_cfg(tmp_path)), _node(tmp_path, **policy))
@@ -150,9 +191,17 @@ def _crafted(arrays, how):
     return arrays
 
 
-@pytest.mark.parametrize("how, reason", [("inf", Reason.ADAPTER_NOT_FINITE), ("nan", Reason.ADAPTER_NOT_FINITE),
-                                         ("huge", Reason.ADAPTER_OUT_OF_RANGE), ("shape", Reason.ADAPTER_REJECTED),
-                                         ("dtype", Reason.ADAPTER_REJECTED), ("extra", Reason.ADAPTER_REJECTED)])
+@pytest.mark.parametrize(
+    "how, reason",
+    [
+        ("inf", Reason.ADAPTER_NOT_FINITE),
+        ("nan", Reason.ADAPTER_NOT_FINITE),
+        ("huge", Reason.ADAPTER_OUT_OF_RANGE),
+        ("shape", Reason.ADAPTER_REJECTED),
+        ("dtype", Reason.ADAPTER_REJECTED),
+        ("extra", Reason.ADAPTER_REJECTED),
+    ],
+)
 def test_each_hostile_adapter_is_declined_before_training(tmp_path, how, reason):
     cfg = _cfg(tmp_path)
     reply = _train(cfg, _crafted(_global(cfg), how), _node(tmp_path))
@@ -203,7 +252,13 @@ def test_labels_the_site_does_not_allow_are_declined(tmp_path):
     csv = tmp_path / "reports.csv"
     csv.write_text("text,patient_name,edema,patient_id\nsmall effusion,Jane,1,p1\nno edema,John,0,p2\n")
     cfg = _cfg(tmp_path, dataset="csv", label_columns="patient_name")
-    node = {"data-path": str(csv), "data-format": "csv", "label-columns": "edema", "state-dir": str(tmp_path / "s"), "partition-id": 0}
+    node = {
+        "data-path": str(csv),
+        "data-format": "csv",
+        "label-columns": "edema",
+        "state-dir": str(tmp_path / "s"),
+        "partition-id": 0,
+    }
     ctx = context(cfg, **node)
     ctx.node_config.pop("num-partitions")
     reply = app(train_message(_global(_cfg(tmp_path)), 1), ctx)
@@ -221,14 +276,38 @@ def test_a_deployed_site_without_data_path_refuses(tmp_path):
 
 
 def test_evaluation_releases_only_what_the_policy_allows(tmp_path):
+    from clients.policy import SitePolicy
+    from clients.site import session
+
     cfg = _cfg(tmp_path)
     arrays = _global(cfg)
+    # A head bias that outweighs everything else: every even label predicted positive for every report, every odd one
+    # negative. The released F1 then follows from the site's test labels alone, so it shows which adapter was scored.
+    bias = next(k for k in arrays if "classifier" in k and k.endswith("bias"))
+    arrays[bias] = np.where(np.arange(len(arrays[bias])) % 2 == 0, 8.0, -8.0).astype(np.float32)
     refused = app(evaluate_message(arrays), context(cfg, **_node(tmp_path)))
-    assert _reason(refused) == Reason.EVALUATION_NOT_ALLOWED and set(refused.content["metrics"]) == {"declined", "reason", "site-index"}
+    assert _reason(refused) == Reason.EVALUATION_NOT_ALLOWED and set(refused.content["metrics"]) == {
+        "declined",
+        "reason",
+        "site-index",
+    }
     node = _node(tmp_path, **{"allow-evaluation": "final"})
-    first = app(evaluate_message(arrays), context(cfg, **node))
-    assert _reason(first) == Reason.OK and first.content["metrics"]["num-examples"] > 0
-    assert first.content["metrics"]["weighted-f1"] >= 0 and not first.content.array_records
+    ctx = context(cfg, **node)
+    first = app(evaluate_message(arrays), ctx)
+    metrics = first.content["metrics"]
+    assert _reason(first) == Reason.OK and not first.content.array_records
+    s = session(cfg, SitePolicy.from_node_config(ctx.node_config, environ={}))
+    truth = np.nan_to_num(s.data.reports.labels[s.test]) > 0.5
+    positives, n = truth.sum(axis=0), len(truth)
+    even = np.arange(truth.shape[1]) % 2 == 0
+    f1 = np.where(
+        even, 2 * positives / (positives + n), 0.0
+    )  # all predicted positive: tp = positives, fp = n - positives
+    assert metrics["num-examples"] == n > 0 and positives[even].sum() > 0
+    assert metrics["weighted-f1"] == pytest.approx((f1 * positives).sum() / positives.sum(), rel=1e-6)
+    assert metrics["macro-f1"] == pytest.approx(f1.mean(), rel=1e-6)
+    tp, fp, fn = positives[even].sum(), (n - positives[even]).sum(), positives[~even].sum()
+    assert metrics["micro-f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn), rel=1e-6)
     again = app(evaluate_message(arrays), context(cfg, **node))  # a second query in the same run: refused
     assert _reason(again) == Reason.EVALUATION_ALREADY_RELEASED
 

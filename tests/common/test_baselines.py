@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from common.baselines import _train_linear, dp_logreg, hashed_features, run_baselines, tfidf_logreg, tune_thresholds
+from common.baselines import _train_linear, dp_logreg, hashed_features, run_baselines, tfidf_logreg
 from common.data import PreparedData
 from common.errors import InputError
 from common.metrics import compute_metrics
 from common.partition import dataset_splits
 from common.privacy import PrivacyLedger, epsilon_spent
 from common.synthetic import generate
+from common.thresholds import tune
 
 SMALL = 2**10  # hashed dims in tests: 8× faster than the default, same code path
 
@@ -44,12 +45,12 @@ def _trivial_f1(train_y, test_y, names) -> float:
 def test_tfidf_logreg_learns_far_beyond_a_trivial_predictor(reports, split):
     train_x, train_y, val_x, val_y, test_x, test_y = split
     both = tfidf_logreg(train_x, train_y, val_x + test_x, seed=0)
-    val_probs, probs = both[: len(val_x)], both[len(val_x):]
+    val_probs, probs = both[: len(val_x)], both[len(val_x) :]
     assert probs.shape == test_y.shape and probs.min() >= 0 and probs.max() <= 1
     trivial = _trivial_f1(train_y, test_y, reports.label_names)
     learned = _weighted_f1(test_y, probs, reports.label_names)
     assert learned > 0.65 and learned > trivial + 0.3, (learned, trivial)
-    tuned = tune_thresholds(val_y, val_probs)
+    tuned = tune(val_y, val_probs)
     assert _weighted_f1(test_y, probs, reports.label_names, threshold=tuned) > trivial + 0.3
 
 
@@ -63,10 +64,10 @@ def test_tfidf_logreg_constant_and_ignored_labels_predict_their_constant():
     np.testing.assert_array_equal(probs, [[0, 1, 1], [0, 1, 1]])
 
 
-def test_tune_thresholds_picks_the_best_f1_and_falls_back_to_one_half():
+def test_tuned_thresholds_pick_the_best_f1_and_fall_back_to_one_half():
     targets = np.array([[1, 0, 1], [1, 0, 0], [0, 0, np.nan], [0, 0, 0]], np.float32)
     probs = np.array([[0.3, 0.9, 0.8], [0.25, 0.8, 0.1], [0.1, 0.7, 0.5], [0.05, 0.6, 0.2]], np.float32)
-    thresholds = tune_thresholds(targets, probs)
+    thresholds = tune(targets, probs)
     assert thresholds[0] == pytest.approx(0.25)  # F1 = 1 on (0.1, 0.25]: the tie goes to the one nearest 0.5
     assert thresholds[1] == 0.5  # no positive in validation
     assert thresholds[2] == 0.5  # F1 = 1 on (0.2, 0.8] once the NaN row (0.5) is ignored; read as a negative: 0.55
@@ -84,8 +85,7 @@ def test_dp_featurizer_is_data_independent(split):
 
 def test_dp_logreg_records_an_epsilon_within_target_that_the_accountant_confirms(split):
     train_x, train_y, *_, test_x, test_y = split
-    probs, privacy = dp_logreg(train_x, train_y, test_x, epsilon=1.0, delta=1e-3, seed=0, epochs=20,
-                               n_features=SMALL)
+    probs, privacy = dp_logreg(train_x, train_y, test_x, epsilon=1.0, delta=1e-3, seed=0, epochs=20, n_features=SMALL)
     assert probs.shape == test_y.shape and np.isfinite(probs).all()
     assert privacy["noise_multiplier"] > 0 and privacy["steps"] == privacy["planned_steps"] > 0
     assert privacy["accountant"] == "prv" and privacy["epsilon_spent"] <= 1.0
@@ -100,15 +100,21 @@ def test_dp_noise_is_not_seeded_while_the_non_private_twin_is_deterministic(repo
     first, _ = dp_logreg(train_x, train_y, test_x, **private)
     second, _ = dp_logreg(train_x, train_y, test_x, **private)
     assert not np.allclose(first, second)
-    runs = [dp_logreg(train_x, train_y, test_x, epsilon=math.inf, delta=1e-3, seed=7, n_features=SMALL) for _ in range(2)]
+    runs = [
+        dp_logreg(train_x, train_y, test_x, epsilon=math.inf, delta=1e-3, seed=7, n_features=SMALL) for _ in range(2)
+    ]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     assert runs[0][1]["epsilon_spent"] == "inf" and runs[0][1]["noise_multiplier"] == 0.0
-    assert _weighted_f1(test_y, runs[0][0], reports.label_names) > _trivial_f1(train_y, test_y, reports.label_names) + 0.3
+    assert (
+        _weighted_f1(test_y, runs[0][0], reports.label_names) > _trivial_f1(train_y, test_y, reports.label_names) + 0.3
+    )
 
 
 def _tiny_problem(n=12, d=64):
     rng = np.random.default_rng(0)
-    features = hashed_features([" ".join(rng.choice(["aa", "bb", "cc", "dd", "ee"], 6)) for _ in range(n)], n_features=d)
+    features = hashed_features(
+        [" ".join(rng.choice(["aa", "bb", "cc", "dd", "ee"], 6)) for _ in range(n)], n_features=d
+    )
     labels = (rng.random((n, 3)) < 0.4).astype(np.float32)
     return features, labels
 
@@ -119,8 +125,9 @@ def test_noise_and_sampling_each_draw_from_os_entropy(noise, sample_rate):
     features, labels = _tiny_problem()
     weights = []
     for _ in range(2):
-        ledger = PrivacyLedger(1.0, 1e-5, "prv", max_grad_norm=0.05, noise_multiplier=noise, sample_rate=sample_rate,
-                               planned_steps=4)
+        ledger = PrivacyLedger(
+            1.0, 1e-5, "prv", max_grad_norm=0.05, noise_multiplier=noise, sample_rate=sample_rate, planned_steps=4
+        )
         model = _train_linear(features, labels, ledger=ledger, batch_size=round(12 * sample_rate), steps=4, lr=1.0)
         weights.append(model.weight.detach().clone())
     assert not torch.equal(weights[0], weights[1])
@@ -151,10 +158,16 @@ def test_bad_budget_is_an_input_error(split, epsilon):
 
 def test_no_training_reports_is_an_input_error(reports, split):
     empty = np.zeros((0, len(reports.label_names)), np.float32)
-    for call in (lambda: tfidf_logreg([], empty, split[4], seed=0),
-                 lambda: dp_logreg([], empty, split[4], epsilon=1.0, delta=1e-3, seed=0),
-                 lambda: run_baselines(PreparedData(reports, [], np.array([], int), np.arange(5), np.arange(5, 10)),
-                                       epsilon=1.0, delta=1e-3, seed=0)):
+    for call in (
+        lambda: tfidf_logreg([], empty, split[4], seed=0),
+        lambda: dp_logreg([], empty, split[4], epsilon=1.0, delta=1e-3, seed=0),
+        lambda: run_baselines(
+            PreparedData(reports, [], np.array([], int), np.arange(5), np.arange(5, 10)),
+            epsilon=1.0,
+            delta=1e-3,
+            seed=0,
+        ),
+    ):
         with pytest.raises(InputError) as error:
             call()
         assert "\n" not in str(error.value) and "training report" in str(error.value)
@@ -171,5 +184,9 @@ def test_run_baselines_returns_plain_metrics_and_the_privacy_record():
     assert result["tfidf_logreg"]["metrics"]["weighted_f1"] > 0.5
     dp = result["dp_logreg"]
     assert dp["epsilon"] == 1.0 and dp["metrics"]["n_examples"] == len(test) and dp["seconds"] > 0
-    assert dp["privacy"]["epsilon_spent"] <= 1.0 and dp["privacy"]["delta"] == 1e-3 and dp["privacy"]["accountant"] == "rdp"
+    assert (
+        dp["privacy"]["epsilon_spent"] <= 1.0
+        and dp["privacy"]["delta"] == 1e-3
+        and dp["privacy"]["accountant"] == "rdp"
+    )
     assert set(run_baselines(data, epsilon=math.inf, delta=1e-3, seed=0)) == {"tfidf_logreg"}

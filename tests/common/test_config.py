@@ -7,7 +7,9 @@ from common.errors import InputError
 
 
 def test_flower_round_trip_and_unknown_keys():
-    cfg = RunConfig(epsilon=math.inf, sites=4, partition="dirichlet", lr=0.1, privacy_unit="patient", dp_level="distributed")
+    cfg = RunConfig(
+        epsilon=math.inf, sites=4, partition="dirichlet", lr=0.1, privacy_unit="patient", dp_level="distributed"
+    )
     assert RunConfig.from_flower(cfg.to_flower()) == cfg
     with pytest.raises(InputError, match="unknown run-config key"):
         RunConfig.from_flower({"train.learning-rate": 0.1})
@@ -20,11 +22,19 @@ def test_one_representation_of_non_private_each_way():
     assert RunConfig.from_flower({"dp.target-epsilon": "inf"}).epsilon == math.inf
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"lr": -1.0}, "--lr"), ({"epsilon": 0.0}, "--epsilon"), ({"delta": 1.0}, "--delta"),
-    ({"optimizer": "rmsprop"}, "--optimizer"), ({"batch_size": -1}, "--batch-size"), ({"privacy_unit": "hospital"}, "--privacy-unit"),
-    ({"dp_level": "secret"}, "--dp-level"), ({"epochs": -2.0}, "--epochs"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"lr": -1.0}, "--lr"),
+        ({"epsilon": 0.0}, "--epsilon"),
+        ({"delta": 1.0}, "--delta"),
+        ({"optimizer": "rmsprop"}, "--optimizer"),
+        ({"batch_size": -1}, "--batch-size"),
+        ({"privacy_unit": "hospital"}, "--privacy-unit"),
+        ({"dp_level": "secret"}, "--dp-level"),
+        ({"epochs": -2.0}, "--epochs"),
+    ],
+)
 def test_bad_values_are_input_errors(changes, message):
     with pytest.raises(InputError, match=message):
         RunConfig(**changes)

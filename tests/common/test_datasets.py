@@ -6,7 +6,7 @@ import pytest
 
 from common.datasets import apply_uncertainty, extract_sections, load_ct_rate, load_mimic_cxr, load_table
 from common.errors import InputError
-from common.labels import CT_RATE, LABEL_SETS, MIMIC_CXR
+from common.labels import CT_RATE, MIMIC_CXR
 from tests.conftest import MIMIC_HEADER, write_gz
 
 
@@ -14,7 +14,7 @@ def test_label_sets_match_the_public_label_files():
     assert len(MIMIC_CXR) == 14 and len(CT_RATE) == 18
     assert MIMIC_HEADER.split(",")[2:] == list(MIMIC_CXR.labels)
     assert "Interlobular septal thickening" in CT_RATE.labels and "Support Devices" in MIMIC_CXR.labels
-    assert set(LABEL_SETS) == {"mimic-cxr", "ct-rate"}
+    assert (MIMIC_CXR.name, CT_RATE.name) == ("mimic-cxr", "ct-rate")
 
 
 def test_sections_findings_and_impression_or_whole_text():
@@ -51,9 +51,12 @@ def test_mimic_loader_reads_reports_labels_and_sections(mimic_root):
 
 
 def test_mimic_official_split_file_is_used(mimic_root):
-    write_gz(mimic_root / "mimic-cxr-2.0.0-split.csv.gz", "dicom_id,study_id,subject_id,split\n"
-             "d1,50414267,10000032,train\nd2,50414267,10000032,train\nd3,53189527,10000032,train\n"
-             "d4,57375967,10000764,validate\nd5,50000001,11000011,test\n")
+    write_gz(
+        mimic_root / "mimic-cxr-2.0.0-split.csv.gz",
+        "dicom_id,study_id,subject_id,split\n"
+        "d1,50414267,10000032,train\nd2,50414267,10000032,train\nd3,53189527,10000032,train\n"
+        "d4,57375967,10000764,validate\nd5,50000001,11000011,test\n",
+    )
     assert load_mimic_cxr(mimic_root).splits == ["train", "train", "val", "test"]
 
 
@@ -68,7 +71,9 @@ def test_mimic_negbio_labeler_and_missing_reports_are_counted(mimic_root):
 
 @pytest.mark.parametrize("value", ["2.0", "yes", "0.5"])
 def test_mimic_odd_label_values_are_rejected(mimic_root, value):
-    write_gz(mimic_root / "mimic-cxr-2.0.0-chexpert.csv.gz", MIMIC_HEADER + f"\n10000032,50414267,{value},,,,,,,,,,,,,\n")
+    write_gz(
+        mimic_root / "mimic-cxr-2.0.0-chexpert.csv.gz", MIMIC_HEADER + f"\n10000032,50414267,{value},,,,,,,,,,,,,\n"
+    )
     with pytest.raises(InputError, match=r"line 2, column 'Atelectasis'.*not one of 1, 0, -1 or blank"):
         load_mimic_cxr(mimic_root)
 
@@ -112,14 +117,18 @@ def test_ct_rate_bad_inputs(ctrate_root):
 
 def test_generic_csv_and_jsonl(tmp_path):
     csv_path = tmp_path / "reports.csv"
-    csv_path.write_text("id,text,patient_id,effusion,pneumonia\n1,Left effusion.,a,1,0\n2,No acute process.,b,0,\n3,Possible pneumonia.,b,,-1\n")
+    csv_path.write_text(
+        "id,text,patient_id,effusion,pneumonia\n1,Left effusion.,a,1,0\n2,No acute process.,b,0,\n3,Possible pneumonia.,b,,-1\n"
+    )
     data = load_table(csv_path)
     assert data.label_names == ("effusion", "pneumonia") and data.patient_ids == ["a", "b", "b"]
     assert data.labels.tolist() == [[1, 0], [0, 0], [0, 1]]
     only = load_table(csv_path, label_columns=["pneumonia"], uncertainty="zeros")
     assert only.labels.tolist() == [[0], [0], [0]]
     jsonl = tmp_path / "reports.jsonl"
-    jsonl.write_text("\n".join(json.dumps(r) for r in [{"report": "Effusion.", "effusion": 1}, {"report": "Clear.", "effusion": 0}]))
+    jsonl.write_text(
+        "\n".join(json.dumps(r) for r in [{"report": "Effusion.", "effusion": 1}, {"report": "Clear.", "effusion": 0}])
+    )
     data = load_table(jsonl, text_column="report")
     assert data.labels.tolist() == [[1], [0]] and data.patient_ids == ["row1", "row2"]
 

@@ -26,7 +26,9 @@ def _reports(n=60, seed=0):
 def _train(epsilon, seed=0, steps=3):
     model = build_classifier("tiny", MIMIC_CXR.labels).model
     data = _reports()
-    ledger = PrivacyLedger.plan(target_epsilon=epsilon, delta=1e-3, n_examples=len(data), batch_size=20, steps=steps, max_grad_norm=1.0)
+    ledger = PrivacyLedger.plan(
+        target_epsilon=epsilon, delta=1e-3, n_examples=len(data), batch_size=20, steps=steps, max_grad_norm=1.0
+    )
     train_local(model, data, ledger=ledger, steps=steps, batch_size=20, lr=0.5, pad_id=0, device=CPU, seed=seed)
     return get_adapter_state(model), ledger
 
@@ -46,8 +48,15 @@ def _private_optimizer(model, dataset, *, sigma=0.0, clip=1.0, batch_size=4, col
     params = [p for p in model.parameters() if p.requires_grad]
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate or make_collate(0))
     engine = PrivacyEngine(accountant="prv")
-    hooks, optimizer, loader = engine.make_private(module=model, optimizer=torch.optim.SGD(params, lr=1.0), data_loader=loader,
-                                                   noise_multiplier=sigma, max_grad_norm=clip, wrap_model=False, poisson_sampling=True)
+    hooks, optimizer, loader = engine.make_private(
+        module=model,
+        optimizer=torch.optim.SGD(params, lr=1.0),
+        data_loader=loader,
+        noise_multiplier=sigma,
+        max_grad_norm=clip,
+        wrap_model=False,
+        poisson_sampling=True,
+    )
     return hooks, optimizer, engine
 
 
@@ -91,7 +100,9 @@ def test_an_empty_batch_gets_noise_and_an_accountant_step():
 
 
 def test_an_empty_first_batch_trains_and_is_counted(monkeypatch):
-    seed = next(s for s in range(1000) if not (torch.rand(30, generator=torch.Generator().manual_seed(s)) < 1 / 30).any())
+    seed = next(
+        s for s in range(1000) if not (torch.rand(30, generator=torch.Generator().manual_seed(s)) < 1 / 30).any()
+    )
     monkeypatch.setattr(training, "secure_generator", lambda device="cpu": torch.Generator().manual_seed(seed))
     model = build_classifier("tiny", MIMIC_CXR.labels).model
     data = _reports(30)
@@ -137,7 +148,9 @@ def test_patient_level_clipping_bounds_a_patients_whole_contribution():
     optimizer.expected_batch_size = 1
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     before = {n: p.detach().clone() for n, p in params.items()}
-    train_step(model, make_unit_collate(0)([units_data[0], units_data[1]]), optimizer, MultiLabelLoss(), CPU, micro_batch=2)
+    train_step(
+        model, make_unit_collate(0)([units_data[0], units_data[1]]), optimizer, MultiLabelLoss(), CPU, micro_batch=2
+    )
     hooks.cleanup()
     total = 0.0
     for n, p in params.items():
@@ -164,8 +177,12 @@ def test_train_local_records_every_step_at_either_unit(unit):
     units = [list(range(i, min(i + 3, 40))) for i in range(0, 40, 3)] if unit == "patient" else None
     n = len(units) if units else 40
     ledger = PrivacyLedger.plan(target_epsilon=3.0, delta=1e-3, n_examples=n, batch_size=5, steps=4, max_grad_norm=1.0)
-    result = train_local(model, data, ledger=ledger, steps=4, batch_size=5, lr=0.1, pad_id=0, device=CPU, seed=0, units=units)
-    assert result.steps == 4 and ledger.steps_taken == 4 and 0 < ledger.spent() <= 3.0
+    result = train_local(
+        model, data, ledger=ledger, steps=4, batch_size=5, lr=0.1, pad_id=0, device=CPU, seed=0, units=units
+    )
+    assert (
+        result.steps == 4 and ledger.steps_taken == 4 and 0.95 * 3.0 < ledger.spent() <= 3.0
+    )  # the planned steps spend the budget
 
 
 def test_a_noise_share_is_a_clipped_sum_plus_noise_of_variance_sigma2_c2_over_m():
@@ -176,18 +193,35 @@ def test_a_noise_share_is_a_clipped_sum_plus_noise_of_variance_sigma2_c2_over_m(
     model = build_classifier("tiny", MIMIC_CXR.labels).model
     data = _reports(6)
     clip = 1e-3
-    exact = private_gradient_sum(model, data, noise_multiplier=0.0, noise_share=1, sample_rate=1.0, max_grad_norm=clip, pad_id=0,
-                                 device=CPU)
+    exact = private_gradient_sum(
+        model, data, noise_multiplier=0.0, noise_share=1, sample_rate=1.0, max_grad_norm=clip, pad_id=0, device=CPU
+    )
     reference = _per_example_grads(model, data, range(6))
     names = sorted(exact)
     for name in names:
-        expected = sum(g[name] * min(1.0, clip / float(torch.sqrt(sum((v**2).sum() for v in g.values())) + 1e-6)) for g in reference)
+        expected = sum(
+            g[name] * min(1.0, clip / float(torch.sqrt(sum((v**2).sum() for v in g.values())) + 1e-6))
+            for g in reference
+        )
         np.testing.assert_allclose(exact[name], expected.double().numpy(), atol=1e-9, rtol=1e-4)
     sigma, m = 3.0, 4
-    shares = [private_gradient_sum(model, data, noise_multiplier=sigma, noise_share=m, sample_rate=1.0, max_grad_norm=clip, pad_id=0,
-                                   device=CPU) for _ in range(m)]
+    shares = [
+        private_gradient_sum(
+            model,
+            data,
+            noise_multiplier=sigma,
+            noise_share=m,
+            sample_rate=1.0,
+            max_grad_norm=clip,
+            pad_id=0,
+            device=CPU,
+        )
+        for _ in range(m)
+    ]
     total = np.concatenate([sum(s[n] for s in shares).ravel() - m * exact[n].ravel() for n in names])
     assert total.std() == pytest.approx(sigma * clip, rel=0.05)  # m shares of σ²C²/m: one step's σC
     assert all(np.isfinite(v).all() and v.dtype == np.float64 for v in shares[0].values())
-    after = private_gradient_sum(model, data, noise_multiplier=0.0, noise_share=1, sample_rate=1.0, max_grad_norm=clip, pad_id=0, device=CPU)
+    after = private_gradient_sum(
+        model, data, noise_multiplier=0.0, noise_share=1, sample_rate=1.0, max_grad_norm=clip, pad_id=0, device=CPU
+    )
     assert all(np.allclose(after[n], exact[n]) for n in names)  # the model itself did not move

@@ -5,7 +5,14 @@ import torch
 from common.adapters import adapter_names, full_model_bytes, get_adapter_state, set_adapter_state, state_bytes
 from common.errors import InputError
 from common.labels import CT_RATE, MIMIC_CXR
-from common.model import LoraSpec, build_classifier, bundled_minilm_path, load_classifier, resolve_device, save_classifier
+from common.model import (
+    LoraSpec,
+    build_classifier,
+    bundled_minilm_path,
+    load_classifier,
+    resolve_device,
+    save_classifier,
+)
 
 
 def test_only_lora_and_head_are_trainable(tiny_classifier):
@@ -70,7 +77,9 @@ def test_saved_adapter_restores_a_working_classifier(tmp_path, tiny_classifier):
     mask = torch.ones_like(ids)
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(restored.model(input_ids=ids, attention_mask=mask).logits, model(input_ids=ids, attention_mask=mask).logits)
+        torch.testing.assert_close(
+            restored.model(input_ids=ids, attention_mask=mask).logits, model(input_ids=ids, attention_mask=mask).logits
+        )
     with pytest.raises(InputError, match="not a saved radfl adapter"):
         load_classifier(tmp_path)
 

@@ -17,13 +17,19 @@ def test_patient_level_split_never_shares_a_patient(small_reports):
     assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
     assert len(set(small_reports.patient_ids)) < len(small_reports)  # the check is not vacuous
     again = dataset_splits(small_reports, val_fraction=0.1, test_fraction=0.2, seed=0)
-    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again))
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again, strict=True))
 
 
 def test_official_split_wins_and_val_is_carved_from_train():
     n = 40
-    data = ReportSet([f"r{i}" for i in range(n)], np.zeros((n, 1), np.float32), ("a",), [f"p{i // 2}" for i in range(n)],
-                     [str(i) for i in range(n)], splits=["test" if i >= 30 else "train" for i in range(n)])
+    data = ReportSet(
+        [f"r{i}" for i in range(n)],
+        np.zeros((n, 1), np.float32),
+        ("a",),
+        [f"p{i // 2}" for i in range(n)],
+        [str(i) for i in range(n)],
+        splits=["test" if i >= 30 else "train" for i in range(n)],
+    )
     train, val, test = dataset_splits(data, val_fraction=0.2, test_fraction=0.5, seed=0)
     assert sorted(test) == list(range(30, 40))  # the official test part, not 50 %
     assert len(val) > 0 and not (_patients_of(data, train) & _patients_of(data, val))
@@ -44,7 +50,7 @@ def test_partitions_cover_disjoint_sites_by_patient(small_reports, scheme):
     patient_sets = [_patients_of(small_reports, s) for s in sites]
     assert not (patient_sets[0] & patient_sets[1]) and not (patient_sets[1] & patient_sets[2])
     again = partition_sites(small_reports, index, n_sites=3, scheme=scheme, alpha=0.5, seed=1)
-    assert all(np.array_equal(a, b) for a, b in zip(sites, again))
+    assert all(np.array_equal(a, b) for a, b in zip(sites, again, strict=True))
 
 
 def test_dirichlet_skew_grows_as_alpha_shrinks():

@@ -27,7 +27,7 @@ def _batch(n_labels, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = [torch.randint(1000, 5000, (n,), generator=g) for n in LENGTHS]
     targets = torch.randint(0, 2, (len(LENGTHS), n_labels), generator=g).float()
-    return make_collate(0)(list(zip(ids, targets))), ids, targets
+    return make_collate(0)(list(zip(ids, targets, strict=True))), ids, targets
 
 
 @pytest.mark.parametrize("model_name", ["tiny", "tiny-albert"])
@@ -35,7 +35,11 @@ def _batch(n_labels, seed=0):
 def test_opacus_per_sample_gradients_equal_per_example_autograd(model_name, mode):
     model = build_classifier(model_name, MIMIC_CXR.labels).model
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert any(".lora_A." in n for n in names) and any(".lora_B." in n for n in names) and any("classifier" in n for n in names)
+    assert (
+        any(".lora_A." in n for n in names)
+        and any(".lora_B." in n for n in names)
+        and any("classifier" in n for n in names)
+    )
     assert per_sample_gradient_error(model, mode) < 1e-6
 
 
@@ -82,8 +86,14 @@ def _dp_setup(micro_chunks, seed=0):
     dataset = TokenizedReports([np.arange(1, n + 1) for n in LENGTHS], np.zeros((len(LENGTHS), len(MIMIC_CXR))))
     loader = DataLoader(dataset, batch_size=len(LENGTHS), collate_fn=make_collate(0))
     engine = PrivacyEngine(accountant="prv")
-    hooks, optimizer, _ = engine.make_private(module=model, optimizer=torch.optim.SGD(params, lr=1.0), data_loader=loader,
-                                              noise_multiplier=0.0, max_grad_norm=0.05, wrap_model=False)
+    hooks, optimizer, _ = engine.make_private(
+        module=model,
+        optimizer=torch.optim.SGD(params, lr=1.0),
+        data_loader=loader,
+        noise_multiplier=0.0,
+        max_grad_norm=0.05,
+        wrap_model=False,
+    )
     return model, optimizer, hooks, engine
 
 
@@ -110,9 +120,13 @@ def test_a_dp_step_changes_the_adapter_and_nothing_else(small_reports, tiny_clas
     adapter_before = get_adapter_state(model)
     ids = tiny_classifier.tokenizer(small_reports.texts[:200], truncation=True, max_length=64)["input_ids"]
     dataset = TokenizedReports([np.asarray(x) for x in ids], small_reports.labels[:200])
-    ledger = PrivacyLedger.plan(target_epsilon=1.0, delta=1e-3, n_examples=200, batch_size=50, steps=4, max_grad_norm=1.0)
-    result = train_local(model, dataset, ledger=ledger, steps=4, batch_size=50, lr=1e-2, pad_id=0, device=torch.device("cpu"), seed=0)
-    assert result.steps == 4 and ledger.steps_taken == 4 and 0 < ledger.spent() <= 1.0
+    ledger = PrivacyLedger.plan(
+        target_epsilon=1.0, delta=1e-3, n_examples=200, batch_size=50, steps=4, max_grad_norm=1.0
+    )
+    result = train_local(
+        model, dataset, ledger=ledger, steps=4, batch_size=50, lr=1e-2, pad_id=0, device=torch.device("cpu"), seed=0
+    )
+    assert result.steps == 4 and ledger.steps_taken == 4 and 0.95 < ledger.spent() <= 1.0
     after = get_adapter_state(model)
     for name in adapter_before:  # every LoRA A, B and head array moved
         assert not np.allclose(after[name], adapter_before[name]), name

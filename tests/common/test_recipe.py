@@ -36,7 +36,13 @@ def test_a_larger_epsilon_buys_less_noise_per_step():
 
 def test_overrides_win():
     recipe = choose(1_000, epsilon=1.0, delta=1e-5, batch_size=50, epochs=2, optimizer="sgd", lr=3.0, max_grad_norm=0.5)
-    assert (recipe.batch_size, recipe.steps, recipe.optimizer, recipe.lr, recipe.max_grad_norm) == (50, 40, "sgd", 3.0, 0.5)
+    assert (recipe.batch_size, recipe.steps, recipe.optimizer, recipe.lr, recipe.max_grad_norm) == (
+        50,
+        40,
+        "sgd",
+        3.0,
+        0.5,
+    )
     plain = choose(1_000, epsilon=math.inf, delta=1e-5, epochs=3, batch_size=100)
     assert plain.steps == 30 and not plain.early_stopping  # fixed epochs: no early stopping
 

@@ -16,7 +16,9 @@ from common.synthetic_realistic import Dice, Finding, LabelerErrors, Mention, la
 
 def _pattern(template: str) -> re.Pattern:
     parts = re.split(r"(\{\w+\})", template)
-    regex = "".join("(?:" + "|".join(map(re.escape, SLOTS[p[1:-1]])) + ")" if p.startswith("{") else re.escape(p) for p in parts)
+    regex = "".join(
+        "(?:" + "|".join(map(re.escape, SLOTS[p[1:-1]])) + ")" if p.startswith("{") else re.escape(p) for p in parts
+    )
     return re.compile(r"(?<![a-z])" + regex, re.IGNORECASE)
 
 
@@ -28,13 +30,15 @@ def _mentions(text: str, bank: dict, label: str, form: str) -> bool:
 def test_labels_follow_positive_hedged_and_negated_text(kind, bank):
     data = generate(kind, n_reports=400, seed=3, label_noise=0.0)
     checked = {"pos": 0, "unc": 0, "neg": 0}
-    for text, raw in zip(data.reports, data.raw_labels):
+    for text, raw in zip(data.reports, data.raw_labels, strict=True):
         for j, label in enumerate(data.label_set.labels):
             if label == "No Finding":
                 continue
             value = raw[j]
             if value == 1.0:
-                assert _mentions(text, bank, label, "pos") or (kind == "ct-rate" and _mentions(text, bank, label, "unc")), (label, text)
+                assert _mentions(text, bank, label, "pos") or (
+                    kind == "ct-rate" and _mentions(text, bank, label, "unc")
+                ), (label, text)
                 checked["pos"] += 1
             elif value == -1.0:
                 assert _mentions(text, bank, label, "unc"), (label, text)
@@ -92,14 +96,16 @@ def test_hospitals_differ_in_prevalence_and_style():
     normal = data.label_names.index("No Finding")
     rates = {h: data.labels[sites == h, normal].mean() for h in set(sites)}
     assert rates["lakeview-clinic"] > 1.5 * rates["st-elsewhere-academic"]
-    numbered = {h: np.mean([" 1. " in f" {t}" for t, s in zip(data.texts, sites) if s == h]) for h in set(sites)}
+    numbered = {
+        h: np.mean([" 1. " in f" {t}" for t, s in zip(data.texts, sites, strict=True) if s == h]) for h in set(sites)
+    }
     assert numbered["harbor-cancer-center"] > 0.3 and numbered["county-general"] == 0.0
 
 
 def test_patients_have_one_hospital():
     data = generate("ct-rate", n_reports=300, seed=5)
     hospital_of = {}
-    for patient, hospital in zip(data.patient_ids, data.hospitals):
+    for patient, hospital in zip(data.patient_ids, data.hospitals, strict=True):
         assert hospital_of.setdefault(patient, hospital) == hospital
     assert len(set(data.patient_ids)) < len(data.patient_ids)  # some patients have several studies
 
@@ -108,14 +114,18 @@ def test_patients_have_one_hospital():
 
 # sha256 prefixes of the easy output, computed before `difficulty` existed: cached results and the
 # tests above rely on easy reports staying the same for a seed.
-EASY_HASHES = {("mimic-cxr", 0, 0.03): "098002e1e9da2e1b", ("mimic-cxr", 7, 0.2): "4e35d62bf88520b0",
-               ("ct-rate", 1, 0.0): "4e173e39a2df1cfa", ("ct-rate", 0, 0.03): "df658dd1c7114452"}
+EASY_HASHES = {
+    ("mimic-cxr", 0, 0.03): "098002e1e9da2e1b",
+    ("mimic-cxr", 7, 0.2): "4e35d62bf88520b0",
+    ("ct-rate", 1, 0.0): "4e173e39a2df1cfa",
+    ("ct-rate", 0, 0.03): "df658dd1c7114452",
+}
 NO_ERRORS = LabelerErrors(abbr=0, typo=0, tail=0, far=0, resolved=0, hedge=0)
 
 
 def _digest(data) -> str:
     digest = hashlib.sha256()
-    for fields in zip(data.reports, data.findings, data.impressions, data.clinical):
+    for fields in zip(data.reports, data.findings, data.impressions, data.clinical, strict=True):
         for text in fields:
             digest.update(text.encode())
             digest.update(b"\0")
@@ -128,7 +138,10 @@ def _digest(data) -> str:
 def test_easy_output_is_unchanged(kind, seed, noise):
     data = generate(kind, n_reports=500, seed=seed, label_noise=noise)
     assert _digest(data) == EASY_HASHES[(kind, seed, noise)]
-    assert _digest(generate(kind, n_reports=500, seed=seed, label_noise=noise, difficulty="easy")) == EASY_HASHES[(kind, seed, noise)]
+    assert (
+        _digest(generate(kind, n_reports=500, seed=seed, label_noise=noise, difficulty="easy"))
+        == EASY_HASHES[(kind, seed, noise)]
+    )
 
 
 def test_difficulty_and_voice_are_validated():
@@ -149,7 +162,7 @@ def test_realistic_is_deterministic_and_complete(kind):
     assert len(a.reports) == len(a.findings) == len(a.impressions) == len(a.clinical) == len(set(a.study_ids)) == 300
     assert all(a.impressions) and all(a.clinical)
     hospital_of = {}
-    for patient, hospital in zip(a.patient_ids, a.hospitals):
+    for patient, hospital in zip(a.patient_ids, a.hospitals, strict=True):
         assert hospital_of.setdefault(patient, hospital) == hospital
     values = set(np.unique(a.raw_labels[~np.isnan(a.raw_labels)]))
     if kind == "ct-rate":  # CT-RATE labels are 0/1; suspected counts as 1; the layout writer needs findings
@@ -162,7 +175,8 @@ def test_labeler_on_constructed_mentions():
     ptx, effusion, edema = 12, 9, 3  # MIMIC-CXR columns
     dice = Dice(np.random.default_rng(0))
     label = lambda mentions, errors=NO_ERRORS, sections=("impression",), ct=False: label_mentions(  # noqa: E731
-        dice, mentions, 14, sections=sections, errors=errors, noise=0.0, ct=ct)
+        dice, mentions, 14, sections=sections, errors=errors, noise=0.0, ct=ct
+    )
     resolved = [Mention(ptx, "gone", "impression")]
     assert label(resolved)[ptx] == 0.0  # a finding that resolved is not positive ...
     assert label(resolved, LabelerErrors(resolved=1.0))[ptx] == 1.0  # ... unless the labeler errs
@@ -192,7 +206,9 @@ def test_resolved_finding_is_written_and_not_labelled_positive():
         assert not any(m.label == ptx and m.polarity in ("pos", "unc") for m in mentions)
         raw = label_mentions(dice, mentions, len(names), sections=sections, errors=NO_ERRORS, noise=0.0, ct=False)
         assert raw[ptx] != 1.0
-        always_wrong = label_mentions(dice, mentions, len(names), sections=sections, errors=LabelerErrors(resolved=1.0), noise=0, ct=False)
+        always_wrong = label_mentions(
+            dice, mentions, len(names), sections=sections, errors=LabelerErrors(resolved=1.0), noise=0, ct=False
+        )
         assert (always_wrong[ptx] == 1.0) == any(m.section in sections for m in said)
     assert 40 < worded < 190
 
@@ -221,14 +237,20 @@ def test_realistic_labels_are_backed_by_the_words_of_the_text(kind, monkeypatch)
     # Without typos and truncation, every labelled finding (1, -1 or 0) is named in the report.
     monkeypatch.setattr(realistic, "TRUNCATED", 0.0)
     monkeypatch.setattr(realistic, "VOICES", {k: dataclasses.replace(v, typo=0.0) for k, v in realistic.VOICES.items()})
-    stems = {"Pneumothorax": r"pneumothora|ptx", "Pleural Effusion": r"effusion|\beffs?\b|pleural fluid|pl eff",
-             "Edema": r"edema|chf|congestion|heart failure|overload", "Lung Lesion": r"nodul|mass|lesion|\bnod\b|spn|metast",
-             "Support Devices": r"tube|line|catheter|picc|\bett\b|\bngt\b|\bogt\b|trach|wires|pacemaker|aicd|dobhoff|cvl|devices|\bct in",
-             "Emphysema": r"emphysem|bullae|\bcle\b|copd", "Lymphadenopathy": r"lymph|\blap\b|\blns\b", "Hiatal hernia": r"hernia|\bhh\b"}
+    stems = {
+        "Pneumothorax": r"pneumothora|ptx",
+        "Pleural Effusion": r"effusion|\beffs?\b|pleural fluid|pl eff",
+        "Edema": r"edema|chf|congestion|heart failure|overload",
+        "Lung Lesion": r"nodul|mass|lesion|\bnod\b|spn|metast",
+        "Support Devices": r"tube|line|catheter|picc|\bett\b|\bngt\b|\bogt\b|trach|wires|pacemaker|aicd|dobhoff|cvl|devices|\bct in",
+        "Emphysema": r"emphysem|bullae|\bcle\b|copd",
+        "Lymphadenopathy": r"lymph|\blap\b|\blns\b",
+        "Hiatal hernia": r"hernia|\bhh\b",
+    }
     data = generate(kind, n_reports=400, seed=4, difficulty="realistic")
     names = data.label_set.labels
     checked = 0
-    for report, raw in zip(data.reports, data.raw_labels):
+    for report, raw in zip(data.reports, data.raw_labels, strict=True):
         for label, stem in stems.items():
             if label in names and not np.isnan(raw[names.index(label)]):
                 assert re.search(stem, report, re.I), (label, raw[names.index(label)], report)
@@ -245,7 +267,7 @@ def test_realistic_no_finding_rule_prevalence_and_length():
     abnormal = np.isin(raw[:, pathology], (1.0, -1.0)).any(axis=1)
     assert not (no_finding & abnormal).any() and (no_finding | abnormal).all()
     assert (no_finding & (raw[:, names.index("Support Devices")] == 1.0)).any()  # devices do not count as findings
-    rate = dict(zip(names, data.to_report_set("ones").labels.mean(axis=0)))
+    rate = dict(zip(names, data.to_report_set("ones").labels.mean(axis=0), strict=True))
     assert 0.2 < rate["No Finding"] < 0.4 and 0.15 < rate["Support Devices"] < 0.35
     assert 0.15 < rate["Pleural Effusion"] < 0.32 and 0.15 < rate["Lung Opacity"] < 0.32
     assert all(rate[n] < 0.08 for n in ("Fracture", "Pleural Other", "Lung Lesion"))
@@ -256,11 +278,17 @@ def test_realistic_no_finding_rule_prevalence_and_length():
 def test_realistic_hospitals_write_differently():
     data = generate("mimic-cxr", n_reports=1500, seed=3, difficulty="realistic")
     texts, sites = data.to_report_set().texts, np.array(data.hospitals)
-    words = {h: np.mean([len(t.split()) for t, s in zip(texts, sites) if s == h]) for h in set(sites)}
+    words = {h: np.mean([len(t.split()) for t, s in zip(texts, sites, strict=True) if s == h]) for h in set(sites)}
     assert words["county-general"] < 0.6 * min(words[h] for h in set(sites) - {"county-general"})
-    shorthand = {h: np.mean([bool(re.search(r"\b(RLL|LLL|b/l|w/)", t)) for t, s in zip(texts, sites) if s == h]) for h in set(sites)}
+    shorthand = {
+        h: np.mean([bool(re.search(r"\b(RLL|LLL|b/l|w/)", t)) for t, s in zip(texts, sites, strict=True) if s == h])
+        for h in set(sites)
+    }
     assert shorthand["county-general"] > 3 * shorthand["st-elsewhere-academic"]
-    headed = {h: np.mean(["FINDINGS:" in r or "IMPRESSION:" in r for r, s in zip(data.reports, sites) if s == h]) for h in set(sites)}
+    headed = {
+        h: np.mean(["FINDINGS:" in r or "IMPRESSION:" in r for r, s in zip(data.reports, sites, strict=True) if s == h])
+        for h in set(sites)
+    }
     assert headed["lakeview-clinic"] < 0.5 < headed["harbor-cancer-center"]
 
 
@@ -280,7 +308,9 @@ def _tfidf_f1(data) -> float:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            probs[:, j] = LogisticRegression(C=10, max_iter=2000).fit(x_train, y_train[:, j]).predict_proba(x_test)[:, 1]
+            probs[:, j] = (
+                LogisticRegression(C=10, max_iter=2000).fit(x_train, y_train[:, j]).predict_proba(x_test)[:, 1]
+            )
     return compute_metrics(reports.labels[test], probs, reports.label_names)["weighted_f1"]
 
 

@@ -25,7 +25,7 @@ def test_tokenize_once_then_from_cache(tiny_classifier):
     texts = ["No pleural effusion.", "Small left pleural effusion, unchanged from the prior study."]
     first = tokenize(texts, tok, max_length=32, fingerprint="abc123")
     second = tokenize(texts, tok, max_length=32, fingerprint="abc123")
-    assert tok.calls == 1 and all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert tok.calls == 1 and all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     tokenize(texts, tok, max_length=8, fingerprint="abc123")  # another length is another entry
     assert tok.calls == 2
 

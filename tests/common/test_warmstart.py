@@ -16,7 +16,12 @@ from common.model import build_classifier, lora_spec
 def small(monkeypatch, tmp_path):
     monkeypatch.setattr(warmstart, "WARM_REPORTS", 300)  # the real default is 6,000; the mechanism is the same
     monkeypatch.setenv("RADFL_CACHE", str(tmp_path / "cache"))
-    return RunConfig(model="tiny", dataset="mimic-cxr", data=str(tmp_path / "private-reports-that-do-not-exist"), out=str(tmp_path / "o"))
+    return RunConfig(
+        model="tiny",
+        dataset="mimic-cxr",
+        data=str(tmp_path / "private-reports-that-do-not-exist"),
+        out=str(tmp_path / "o"),
+    )
 
 
 def test_the_warm_start_reads_no_private_report(small, monkeypatch):
@@ -35,14 +40,18 @@ def test_the_warm_start_reads_no_private_report(small, monkeypatch):
 def test_it_is_built_once_and_cached(small, monkeypatch):
     first = warmstart.ensure(small, log=lambda *_: None)
     monkeypatch.setattr(warmstart, "_build", lambda *a, **k: pytest.fail("rebuilt although cached"))
-    second = warmstart.ensure(small.replace(seed=7, out="elsewhere", epsilon=10.0), log=lambda *_: None)  # run settings do not matter
+    second = warmstart.ensure(
+        small.replace(seed=7, out="elsewhere", epsilon=10.0), log=lambda *_: None
+    )  # run settings do not matter
     assert first.sha256 == second.sha256 and first.path == second.path
 
 
 def test_every_adapter_array_is_loaded_and_ffa_freezes_the_warm_starts_a(small):
     warm = warmstart.ensure(small, log=lambda *_: None)
     arrays = warmstart.load_arrays(warm)
-    classifier = build_classifier("tiny", MIMIC_CXR.labels, lora=lora_spec(small.replace(aggregation="ffa"), federated=True))
+    classifier = build_classifier(
+        "tiny", MIMIC_CXR.labels, lora=lora_spec(small.replace(aggregation="ffa"), federated=True)
+    )
     warmstart.apply_warm_start(classifier, small.replace(aggregation="ffa"), log=lambda *_: None)
     from peft import get_peft_model_state_dict
 
@@ -57,7 +66,9 @@ def test_every_adapter_array_is_loaded_and_ffa_freezes_the_warm_starts_a(small):
 
 def test_none_and_a_folder(small, tmp_path):
     assert warmstart.ensure(small.replace(warm_start="none")) is None
-    assert warmstart.resolve(small.replace(dataset="synthetic-mimic")) == "none"  # no warm start from the generator being evaluated
+    assert (
+        warmstart.resolve(small.replace(dataset="synthetic-mimic")) == "none"
+    )  # no warm start from the generator being evaluated
     with pytest.raises(InputError, match="not a saved radfl adapter"):
         warmstart.ensure(small.replace(warm_start=str(tmp_path)))
     with pytest.raises(InputError, match="covers MIMIC-CXR and CT-RATE"):

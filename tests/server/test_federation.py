@@ -11,7 +11,14 @@ from server.federation import FederationRun, client_noise_multiplier
 
 
 def _cfg(tmp_path, **changes):
-    base = dict(model="tiny", synthetic_reports=200, rounds=3, delta=1e-3, out=str(tmp_path / "fed"), synthetic_difficulty="easy")
+    base = dict(
+        model="tiny",
+        synthetic_reports=200,
+        rounds=3,
+        delta=1e-3,
+        out=str(tmp_path / "fed"),
+        synthetic_difficulty="easy",
+    )
     return RunConfig(**{**base, **changes})
 
 
@@ -45,5 +52,6 @@ def test_client_level_noise_is_calibrated_to_epsilon_over_all_rounds(tmp_path):
 
     cfg = _cfg(tmp_path, dp_level="client", epsilon=2.0)
     sigma = client_noise_multiplier(cfg)
-    assert epsilon_spent([(sigma, 1.0, cfg.rounds)], delta=cfg.delta) <= 2.0
+    # Calibrated to the target, not merely below it (any larger σ would also stay below 2).
+    assert 0.95 * 2.0 < epsilon_spent([(sigma, 1.0, cfg.rounds)], delta=cfg.delta) <= 2.0
     assert client_noise_multiplier(cfg.replace(client_noise=0.3)) == 0.3

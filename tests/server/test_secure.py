@@ -6,14 +6,14 @@ import io
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, RecordDict
 
 import clients.secure as secure
 from clients.client_app import app as client_app
 from common.config import RunConfig
 from common.privacy import epsilon_spent
 from server.federation import FederationRun
-from server.secure import QUANTIZATION, CLIP_RANGE, run_secure_rounds
+from server.secure import CLIP_RANGE, QUANTIZATION, run_secure_rounds
 from tests.flower_helpers import identity
 
 SITES = 3
@@ -28,9 +28,24 @@ class LoopbackGrid:
 
     def __init__(self, cfg, tmp_path, lost=None):
         self.run = _Run()
-        self.nodes = {100 + k: Context(run_id=1, node_id=100 + k, state=RecordDict(), run_config=cfg.to_flower(), node_config={
-            "partition-id": k, "num-partitions": SITES, "state-dir": str(tmp_path / f"site-{k}"), "allow-distributed-dp": True,
-            "max-epsilon": 10.0, "lifetime-epsilon": 100.0, "max-delta": 1e-2}) for k in range(SITES)}
+        self.nodes = {
+            100 + k: Context(
+                run_id=1,
+                node_id=100 + k,
+                state=RecordDict(),
+                run_config=cfg.to_flower(),
+                node_config={
+                    "partition-id": k,
+                    "num-partitions": SITES,
+                    "state-dir": str(tmp_path / f"site-{k}"),
+                    "allow-distributed-dp": True,
+                    "max-epsilon": 10.0,
+                    "lifetime-epsilon": 100.0,
+                    "max-delta": 1e-2,
+                },
+            )
+            for k in range(SITES)
+        }
         self.lost = lost or {}
         self.received = []  # (stage, site, content) of every reply the server got
 
@@ -44,15 +59,27 @@ class LoopbackGrid:
             site = msg.metadata.dst_node_id - 100
             if site in self.lost.get((int(msg.metadata.group_id or 0), stage), ()):
                 continue  # the site is gone: no reply
-            reply = client_app(copy.deepcopy(msg), self.nodes[msg.metadata.dst_node_id])  # each site gets its own copy, as on the wire
+            reply = client_app(
+                copy.deepcopy(msg), self.nodes[msg.metadata.dst_node_id]
+            )  # each site gets its own copy, as on the wire
             self.received.append((stage, site, reply.content))
             replies.append(reply)
         return replies
 
 
 def _cfg(tmp_path, **changes):
-    base = dict(model="tiny", synthetic_reports=240, synthetic_difficulty="easy", delta=1e-3, epsilon=2.0, dp_level="distributed",
-                sample_rate=0.25, rounds=2, out=str(tmp_path / "server"), baseline="off")
+    base = dict(
+        model="tiny",
+        synthetic_reports=240,
+        synthetic_difficulty="easy",
+        delta=1e-3,
+        epsilon=2.0,
+        dp_level="distributed",
+        sample_rate=0.25,
+        rounds=2,
+        out=str(tmp_path / "server"),
+        baseline="off",
+    )
     return RunConfig(**{**base, **changes})
 
 
@@ -85,8 +112,10 @@ def test_the_server_sees_only_masked_shares_and_their_exact_sum(tmp_path, record
     collected = [(site, content) for stage, site, content in grid.received if stage == "collect_masked_vectors"]
     assert len(collected) == SITES and len(recorded_shares) == SITES
     step = 2 * CLIP_RANGE / QUANTIZATION
-    for site, content in collected:
-        assert all(len(record) == 0 for record in content.array_records.values())  # secaggplus_mod removed the plain arrays
+    for _site, content in collected:
+        assert all(
+            len(record) == 0 for record in content.array_records.values()
+        )  # secaggplus_mod removed the plain arrays
         masked = np.concatenate([np.load(io.BytesIO(b)).ravel() for b in _masked_vectors(content)]).astype(np.float64)
         assert len(masked) > 1000
         for share in recorded_shares:  # no site's masked vector equals or tracks any site's noisy sum
@@ -110,10 +139,15 @@ def _site_trains(cfg):
     from clients.policy import SitePolicy
     from clients.site import session
 
-    return [session(cfg, SitePolicy.from_node_config({"partition-id": k, "num-partitions": SITES}, environ={})).train for k in range(SITES)]
+    return [
+        session(cfg, SitePolicy.from_node_config({"partition-id": k, "num-partitions": SITES}, environ={})).train
+        for k in range(SITES)
+    ]
 
 
-def test_the_unmasked_aggregate_is_the_sum_of_the_noisy_shares_within_the_quantization_error(tmp_path, recorded_shares, monkeypatch):
+def test_the_unmasked_aggregate_is_the_sum_of_the_noisy_shares_within_the_quantization_error(
+    tmp_path, recorded_shares, monkeypatch
+):
     import server.secure as server_secure
 
     seen = []
@@ -124,7 +158,9 @@ def test_the_unmasked_aggregate_is_the_sum_of_the_noisy_shares_within_the_quanti
         step = optimizer.step
 
         def record_step(*args, **kwargs):
-            seen.append({n: p.grad.detach().double().numpy().copy() for n, p in model.named_parameters() if p.grad is not None})
+            seen.append(
+                {n: p.grad.detach().double().numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+            )
             return step(*args, **kwargs)
 
         optimizer.step = record_step

@@ -13,8 +13,17 @@ NAMES = ("base_model.model.encoder.layer.0.attention.self.query.lora_B.weight", 
 
 
 def _metrics(weight, site, declined=0.0, reason=0):
-    return {"num-examples": weight, "site-index": site, "declined": declined, "reason": reason, "epsilon-spent": 0.5,
-            "lifetime-epsilon": 0.7, "noise-multiplier": 1.0, "sample-rate": 0.1, "steps": 10}
+    return {
+        "num-examples": weight,
+        "site-index": site,
+        "declined": declined,
+        "reason": reason,
+        "epsilon-spent": 0.5,
+        "lifetime-epsilon": 0.7,
+        "noise-multiplier": 1.0,
+        "sample-rate": 0.1,
+        "steps": 10,
+    }
 
 
 def _arrays(value):
@@ -22,7 +31,9 @@ def _arrays(value):
 
 
 def _reply(value, weight, site, declined=0.0, reason=0):
-    return reply(train_message(_arrays(0.0)), None if declined else _arrays(value), _metrics(weight, site, declined, reason))
+    return reply(
+        train_message(_arrays(0.0)), None if declined else _arrays(value), _metrics(weight, site, declined, reason)
+    )
 
 
 def test_fedavg_weights_by_the_public_weight_and_records_each_site(tmp_path):
@@ -39,22 +50,43 @@ def test_fedavg_weights_by_the_public_weight_and_records_each_site(tmp_path):
 def test_failing_and_declining_sites_are_recorded_by_code_only_and_skipped(tmp_path):
     history = RoundHistory(tmp_path, 3)
     strategy = AdapterFedAvg(history=history, round_offset=2)
-    failed = Message(Error(code=2, reason="Traceback ...\nValueError: label value 'Jane Doe-0'"), reply_to=train_message(_arrays(0.0)))
+    failed = Message(
+        Error(code=2, reason="Traceback ...\nValueError: label value 'Jane Doe-0'"),
+        reply_to=train_message(_arrays(0.0)),
+    )
     arrays, _ = strategy.aggregate_train(1, [failed, _reply(0.2, 5, 1, declined=1.0, reason=11), _reply(1.0, 20, 2)])
     assert np.allclose(arrays[NAMES[0]].numpy(), 1.0)  # only the site that trained counts
     entry = history.entry(3)  # offset: rounds finished before a resume
     assert entry["aggregated"]
-    assert [(r["status"], r["reason"]) for r in entry["sites"]] == [("failed", "site-error"), ("declined", "lifetime-budget-spent"),
-                                                                     ("trained", "ok")]
-    assert "Jane" not in history.to_json() and entry["sites"][0]["error_code"] == 2  # Flower's error text is never stored
+    assert [(r["status"], r["reason"]) for r in entry["sites"]] == [
+        ("failed", "site-error"),
+        ("declined", "lifetime-budget-spent"),
+        ("trained", "ok"),
+    ]
+    assert (
+        "Jane" not in history.to_json() and entry["sites"][0]["error_code"] == 2
+    )  # Flower's error text is never stored
 
 
 def test_site_evaluations_become_the_run_metrics_weighted_by_test_reports(tmp_path):
     history = RoundHistory(tmp_path, 1)
     strategy = AdapterFedAvg(history=history)
-    answered = [reply(train_message(_arrays(0.0)), None, {"num-examples": n, "site-index": site, "declined": 0.0, "reason": 0,
-                                                            "weighted-f1": f1, "micro-f1": f1, "macro-f1": f1})
-                for site, n, f1 in ((0, 10, 0.9), (2, 30, 0.5))]
+    answered = [
+        reply(
+            train_message(_arrays(0.0)),
+            None,
+            {
+                "num-examples": n,
+                "site-index": site,
+                "declined": 0.0,
+                "reason": 0,
+                "weighted-f1": f1,
+                "micro-f1": f1,
+                "macro-f1": f1,
+            },
+        )
+        for site, n, f1 in ((0, 10, 0.9), (2, 30, 0.5))
+    ]
     refused = reply(train_message(_arrays(0.0)), None, {"site-index": 1, "declined": 1.0, "reason": 17})
     strategy.aggregate_evaluate(1, [answered[0], refused, answered[1]])
     rows = history.entry(1)["site_evaluation"]

@@ -8,18 +8,30 @@ from simulations.audit import run_audit
 
 
 def _cfg(tmp_path, **changes):
-    base = dict(model="tiny", synthetic_reports=400, synthetic_difficulty="easy", delta=1e-4, batch_size=64, epochs=3,
-                out=str(tmp_path), baseline="off")
+    base = dict(
+        model="tiny",
+        synthetic_reports=400,
+        synthetic_difficulty="easy",
+        delta=1e-4,
+        batch_size=64,
+        epochs=3,
+        out=str(tmp_path),
+        baseline="off",
+    )
     return RunConfig(**{**base, **changes})
 
 
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
-    return run_audit(_cfg(tmp_path_factory.mktemp("broken"), epsilon=0.5), m=1000, break_mechanism="no-noise", log=lambda *_: None)
+    return run_audit(
+        _cfg(tmp_path_factory.mktemp("broken"), epsilon=0.5), m=1000, break_mechanism="no-noise", log=lambda *_: None
+    )
 
 
 def test_a_mechanism_without_noise_is_caught_far_above_its_claim(broken):
-    assert broken["white_box"]["epsilon_lower"] > 2.5 >= 5 * broken["epsilon_claimed"]  # claimed 0.5, proven more than 2.5
+    assert (
+        broken["white_box"]["epsilon_lower"] > 2.5 >= 5 * broken["epsilon_claimed"]
+    )  # claimed 0.5, proven more than 2.5
     assert broken["white_box"]["epsilon_lower"] <= broken["white_box"]["max_certifiable"] + 1e-9
 
 
@@ -33,7 +45,9 @@ def test_a_correct_private_run_stays_below_its_claim(tmp_path, mode):
     """Three runs at 95% confidence: a false alarm in more than one of them (p < 0.01) would be a bug."""
     alarms = 0
     for seed in range(3):
-        record = run_audit(_cfg(tmp_path / str(seed), epsilon=1.0, seed=seed, rounds=2), mode=mode, m=500, log=lambda *_: None)
+        record = run_audit(
+            _cfg(tmp_path / str(seed), epsilon=1.0, seed=seed, rounds=2), mode=mode, m=500, log=lambda *_: None
+        )
         assert record["epsilon_accounted"] <= 1.0 * 1.01
         alarms += record["white_box"]["epsilon_lower"] > 1.0
         alarms += record["black_box"]["epsilon_lower"] > 1.0

@@ -10,8 +10,21 @@ import pytest
 
 from simulations.cli import main
 
-TINY = ["--model", "tiny", "--epochs", "1", "--batch-size", "32", "--synthetic-reports", "240", "--delta", "1e-4", "--quiet",
-        "--synthetic-difficulty", "easy"]
+TINY = [
+    "--model",
+    "tiny",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--synthetic-reports",
+    "240",
+    "--delta",
+    "1e-4",
+    "--quiet",
+    "--synthetic-difficulty",
+    "easy",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +36,39 @@ def trained(tmp_path_factory):
 
 def test_train_writes_the_metrics_schema_and_an_adapter(trained, capsys):
     record = json.loads((trained / "metrics.json").read_text())
-    assert set(record["config"]) >= {"dataset", "model", "epsilon", "delta", "epochs", "batch_size", "lr", "max_grad_norm", "lora_rank", "seed"}
+    assert set(record["config"]) >= {
+        "dataset",
+        "model",
+        "epsilon",
+        "delta",
+        "epochs",
+        "batch_size",
+        "lr",
+        "max_grad_norm",
+        "lora_rank",
+        "seed",
+    }
     privacy = record["privacy"]
-    assert set(privacy) >= {"epsilon_target", "epsilon_spent", "delta", "noise_multiplier", "sample_rate", "steps", "accountant", "max_grad_norm"}
+    assert set(privacy) >= {
+        "epsilon_target",
+        "epsilon_spent",
+        "delta",
+        "noise_multiplier",
+        "sample_rate",
+        "steps",
+        "accountant",
+        "max_grad_norm",
+    }
     assert 0 < privacy["epsilon_spent"] <= privacy["epsilon_target"] == 2.0 and privacy["accountant"] == "prv"
-    assert set(record["metrics"]) >= {"weighted_f1", "micro_f1", "macro_f1", "per_label"} and len(record["metrics"]["per_label"]) == 14
+    assert (
+        set(record["metrics"]) >= {"weighted_f1", "micro_f1", "macro_f1", "per_label"}
+        and len(record["metrics"]["per_label"]) == 14
+    )
     assert record["data"]["n_train"] + record["data"]["n_val"] + record["data"]["n_test"] == 240
     assert record["timing"]["train_seconds"] > 0 and record["timing"]["examples_per_second"] > 0
-    assert (trained / "adapter" / "adapter_config.json").is_file() and (trained / "adapter" / "adapter_model.safetensors").is_file()
+    assert (trained / "adapter" / "adapter_config.json").is_file() and (
+        trained / "adapter" / "adapter_model.safetensors"
+    ).is_file()
 
 
 def test_recorded_epsilon_recomputes_independently(trained):
@@ -39,19 +77,36 @@ def test_recorded_epsilon_recomputes_independently(trained):
 
     p = json.loads((trained / "metrics.json").read_text())["privacy"]
     acc = pld_privacy_accountant.PLDAccountant()
-    acc.compose(dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(p["sample_rate"], dp_accounting.GaussianDpEvent(p["noise_multiplier"])), p["steps"]))
+    acc.compose(
+        dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(p["sample_rate"], dp_accounting.GaussianDpEvent(p["noise_multiplier"])),
+            p["steps"],
+        )
+    )
     assert acc.get_epsilon(p["delta"]) == pytest.approx(p["epsilon_spent"], rel=0.05, abs=0.012)
 
 
 def test_predict_text_and_file(trained, tmp_path, capsys):
-    assert main(["predict", "--adapter", str(trained / "adapter"), "--text", "FINDINGS: Small left pleural effusion. IMPRESSION: Effusion."]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--adapter",
+                str(trained / "adapter"),
+                "--text",
+                "FINDINGS: Small left pleural effusion. IMPRESSION: Effusion.",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Pleural Effusion" in out and "probability" in out and len(out.splitlines()) >= 15
     reports = tmp_path / "reports.txt"
     reports.write_text("No acute cardiopulmonary process.\nModerate cardiomegaly.\n")
     target = tmp_path / "probs.csv"
-    assert main(["predict", "--adapter", str(trained / "adapter"), "--input", str(reports), "--output", str(target)]) == 0
+    assert (
+        main(["predict", "--adapter", str(trained / "adapter"), "--input", str(reports), "--output", str(target)]) == 0
+    )
     rows = target.read_text().splitlines()
     assert rows[0].startswith("index,Atelectasis") and len(rows) == 3
     assert all(0.0 <= float(v) <= 1.0 for v in rows[1].split(",")[1:])
@@ -68,9 +123,14 @@ def test_synth_writes_a_real_layout_that_train_reads(tmp_path, layout, dataset):
     data = tmp_path / "data"
     assert main(["synth", "--layout", layout, "--reports", "150", "--out", str(data)]) == 0
     out = tmp_path / "run"
-    assert main(["train", *TINY, "--dataset", dataset, "--data", str(data), "--warm-start", "none", "--out", str(out)]) == 0
+    assert (
+        main(["train", *TINY, "--dataset", dataset, "--data", str(data), "--warm-start", "none", "--out", str(out)])
+        == 0
+    )
     record = json.loads((out / "metrics.json").read_text())
-    assert record["data"]["n_reports"] == 150 and len(record["metrics"]["per_label"]) == (14 if dataset == "mimic-cxr" else 18)
+    assert record["data"]["n_reports"] == 150 and len(record["metrics"]["per_label"]) == (
+        14 if dataset == "mimic-cxr" else 18
+    )
 
 
 def _bad(args, capsys):
@@ -89,10 +149,19 @@ BAD_INPUTS = {
     "missing folder": (lambda t: ["--dataset", "mimic-cxr", "--data", str(t / "none")], "folder not found"),
     "missing data path": (lambda t: ["--dataset", "ct-rate"], "needs --data PATH"),
     "missing file": (lambda t: ["--dataset", "csv", "--data", str(t / "none.csv")], "file not found"),
-    "missing text column": (lambda t: ["--dataset", "csv", "--data", _csv(t, "report,a\nx,1\n")], "no text column 'text'"),
-    "unknown label column": (lambda t: ["--dataset", "csv", "--data", _csv(t, "text,a\nx,1\n"), "--label-columns", "b"], "unknown label column"),
+    "missing text column": (
+        lambda t: ["--dataset", "csv", "--data", _csv(t, "report,a\nx,1\n")],
+        "no text column 'text'",
+    ),
+    "unknown label column": (
+        lambda t: ["--dataset", "csv", "--data", _csv(t, "text,a\nx,1\n"), "--label-columns", "b"],
+        "unknown label column",
+    ),
     "empty report": (lambda t: ["--dataset", "csv", "--data", _csv(t, "text,a\n  ,1\n")], "empty report"),
-    "odd label value": (lambda t: ["--dataset", "csv", "--data", _csv(t, "text,a\nx,2\n")], "not one of 1, 0, -1 or blank"),
+    "odd label value": (
+        lambda t: ["--dataset", "csv", "--data", _csv(t, "text,a\nx,2\n")],
+        "not one of 1, 0, -1 or blank",
+    ),
     "zero epsilon": (lambda t: ["--epsilon", "0"], "epsilon must be positive"),
     "negative epsilon": (lambda t: ["--epsilon", "-1"], "epsilon must be positive"),
     "delta too large": (lambda t: ["--delta", "0.05"], "below 1/N"),
@@ -108,7 +177,18 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     extra, message = BAD_INPUTS[case]
     out = tmp_path / "out"
-    args = ["train", "--model", "tiny", "--synthetic-reports", "100", "--batch-size", "16", "--quiet", "--out", str(out)]
+    args = [
+        "train",
+        "--model",
+        "tiny",
+        "--synthetic-reports",
+        "100",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     code, err = _bad(args + extra(tmp_path), capsys)
     assert code == 2 and message in err and len(err.splitlines()) == 1 and err.startswith("radfl: error:")
     assert not out.exists()  # nothing was written
@@ -116,8 +196,13 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, monkeypatch):
 
 def test_bad_input_exits_2_without_traceback_in_a_real_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.run([sys.executable, "-m", "simulations.cli", "train", "--epsilon", "-1", "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulations.cli", "train", "--epsilon", "-1", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["radfl: error: --epsilon must be positive (or inf), got -1.0"]
 

@@ -73,8 +73,19 @@ def rounds_done(out: Path) -> int:
 
 
 def supernode_args(port: int, creds: Path, key: Path, node_config: str, local_port: int) -> list[str]:
-    return [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{port}", "--root-certificates", str(creds / "ca.crt"),
-            "--auth-supernode-private-key", str(key), "--node-config", node_config, "--port", str(local_port)]
+    return [
+        str(BIN / "flower-supernode"),
+        "--superlink",
+        f"127.0.0.1:{port}",
+        "--root-certificates",
+        str(creds / "ca.crt"),
+        "--auth-supernode-private-key",
+        str(key),
+        "--node-config",
+        node_config,
+        "--port",
+        str(local_port),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -86,44 +97,111 @@ def deployment(tmp_path_factory):
     intruder_key.write_bytes(make_node_key()[0])
     intruder_key.chmod(0o600)
     for k, (site, hospital) in enumerate(SITES.items()):
-        assert main(["synth", "--layout", "mimic-cxr", "--reports", "120", "--hospital", hospital, "--seed", str(k),
-                     "--out", str(tmp / "data" / site)]) == 0
+        assert (
+            main(
+                [
+                    "synth",
+                    "--layout",
+                    "mimic-cxr",
+                    "--reports",
+                    "120",
+                    "--hospital",
+                    hospital,
+                    "--seed",
+                    str(k),
+                    "--out",
+                    str(tmp / "data" / site),
+                ]
+            )
+            == 0
+        )
 
     port = free_port()
     operator = tmp / "operator"  # the FLWR_HOME of whoever submits runs
     operator.mkdir()
-    (operator / "config.toml").write_text(f'[superlink]\ndefault = "pilot"\n\n[superlink.pilot]\n'
-                                          f'address = "127.0.0.1:{port}"\nroot-certificates = "{creds / "ca.crt"}"\n')
+    (operator / "config.toml").write_text(
+        f'[superlink]\ndefault = "pilot"\n\n[superlink.pilot]\n'
+        f'address = "127.0.0.1:{port}"\nroot-certificates = "{creds / "ca.crt"}"\n'
+    )
     cli = FlowerCLI(operator, "pilot")
     processes: dict[str, subprocess.Popen] = {}
     found: dict = {"tmp": tmp, "out": tmp / "results" / "run"}
     started = time.monotonic()
     try:
         processes["superlink"] = start(
-            [str(BIN / "flower-superlink"), "--ssl-ca-certfile", str(creds / "ca.crt"), "--ssl-certfile", str(creds / "server.crt"),
-             "--ssl-keyfile", str(creds / "server.key"), "--enable-supernode-auth", "--disable-runtime-dependency-installation",
-             "--host", "127.0.0.1", "--port", str(port)],
-            env=flower_env(tmp / "superlink-home"), log=tmp / "superlink.log", cwd=tmp)
+            [
+                str(BIN / "flower-superlink"),
+                "--ssl-ca-certfile",
+                str(creds / "ca.crt"),
+                "--ssl-certfile",
+                str(creds / "server.crt"),
+                "--ssl-keyfile",
+                str(creds / "server.key"),
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=flower_env(tmp / "superlink-home"),
+            log=tmp / "superlink.log",
+            cwd=tmp,
+        )
         cli.wait_ready(60)
         node_ids = {site: cli.register(creds / f"{site}.pub", site) for site in SITES}
         found["node_ids"] = node_ids
         for k, site in enumerate(SITES):
-            node_config = (f"data-path='{tmp / 'data' / site}' data-format='mimic-cxr' site-name='{site}' "
-                           f"partition-id={k} state-dir='{tmp / 'state' / site}' {POLICY[site]}")
+            node_config = (
+                f"data-path='{tmp / 'data' / site}' data-format='mimic-cxr' site-name='{site}' "
+                f"partition-id={k} state-dir='{tmp / 'state' / site}' {POLICY[site]}"
+            )
             env = {**flower_env(tmp / f"home-{site}"), "RADFL_THREADS": "1"}  # three sites share 2 cores
-            processes[site] = start(supernode_args(port, creds, creds / f"{site}.key", node_config, free_port()),
-                                    env=env, log=tmp / f"{site}.log", cwd=tmp)
-        wait_until(lambda: all(cli.supernodes().get(n) == "online" for n in node_ids.values()), 60, "three SuperNodes online")
+            processes[site] = start(
+                supernode_args(port, creds, creds / f"{site}.key", node_config, free_port()),
+                env=env,
+                log=tmp / f"{site}.log",
+                cwd=tmp,
+            )
+        wait_until(
+            lambda: all(cli.supernodes().get(n) == "online" for n in node_ids.values()), 60, "three SuperNodes online"
+        )
 
-        run_config = (f"model.name='tiny' fl.rounds=2 fl.sites=3 fl.min-sites=1 train.batch-size=16 dp.delta=0.0002 "
-                      f"dp.target-epsilon={TARGET_EPSILON} data.dataset='mimic-cxr' run.out='{found['out']}' fl.wait-seconds=60")
-        processes["submit"] = start([str(BIN / "radfl"), "submit", str(app_dir()), "pilot", "--run-config", run_config,
-                                     "--timeout", "400", "--poll", "2"], env=flower_env(operator), log=tmp / "submit.log", cwd=tmp)
+        run_config = (
+            f"model.name='tiny' fl.rounds=2 fl.sites=3 fl.min-sites=1 train.batch-size=16 dp.delta=0.0002 "
+            f"dp.target-epsilon={TARGET_EPSILON} data.dataset='mimic-cxr' run.out='{found['out']}' fl.wait-seconds=60"
+        )
+        processes["submit"] = start(
+            [
+                str(BIN / "radfl"),
+                "submit",
+                str(app_dir()),
+                "pilot",
+                "--run-config",
+                run_config,
+                "--timeout",
+                "400",
+                "--poll",
+                "2",
+            ],
+            env=flower_env(operator),
+            log=tmp / "submit.log",
+            cwd=tmp,
+        )
 
         # While the run starts, a SuperNode with a key nobody registered tries to join.
-        processes["intruder"] = start(supernode_args(port, creds, intruder_key, f"data-path='{tmp / 'data' / 'site-a'}' "
-                                                     "data-format='mimic-cxr' site-name='intruder'", free_port()),
-                                      env=flower_env(tmp / "home-intruder"), log=tmp / "intruder.log", cwd=tmp)
+        processes["intruder"] = start(
+            supernode_args(
+                port,
+                creds,
+                intruder_key,
+                f"data-path='{tmp / 'data' / 'site-a'}' data-format='mimic-cxr' site-name='intruder'",
+                free_port(),
+            ),
+            env=flower_env(tmp / "home-intruder"),
+            log=tmp / "intruder.log",
+            cwd=tmp,
+        )
         found["intruder_rc"] = processes["intruder"].wait(timeout=60)
         found["nodes_during_run"] = cli.supernodes()
 
@@ -134,12 +212,29 @@ def deployment(tmp_path_factory):
         found["killed_at"] = time.monotonic() - started
 
         # While the SuperLink waits out the crashed site's heartbeat, a run that cannot start fails.
-        failing = (f"model.name='tiny' data.dataset='mimic-cxr' fl.min-sites=5 fl.wait-seconds=1 "
-                   f"run.out='{tmp / 'results' / 'failed'}'")
+        failing = (
+            f"model.name='tiny' data.dataset='mimic-cxr' fl.min-sites=5 fl.wait-seconds=1 "
+            f"run.out='{tmp / 'results' / 'failed'}'"
+        )
         with open(tmp / "failed.err", "w") as err:
             processes["failing"] = subprocess.Popen(
-                [str(BIN / "radfl"), "submit", str(app_dir()), "pilot", "--quiet", "--timeout", "120", "--run-config", failing],
-                env=flower_env(operator), stdout=subprocess.DEVNULL, stderr=err, cwd=tmp, start_new_session=True)
+                [
+                    str(BIN / "radfl"),
+                    "submit",
+                    str(app_dir()),
+                    "pilot",
+                    "--quiet",
+                    "--timeout",
+                    "120",
+                    "--run-config",
+                    failing,
+                ],
+                env=flower_env(operator),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=tmp,
+                start_new_session=True,
+            )
         found["failed_rc"] = processes["failing"].wait(timeout=150)
         found["failed_err"] = (tmp / "failed.err").read_text().strip()
         found["submit_rc"] = processes["submit"].wait(timeout=300)
@@ -170,7 +265,11 @@ def test_each_site_trains_on_its_own_folder_within_its_own_policy(deployment):
     # The server holds no reports: its metrics come from site-a, whose policy allows the final ones.
     assert record["evaluation"].startswith("the sites' own test splits")
     assert [s["site"] for s in fed["per_site"]] == [0, 1, 2]
-    assert [s["status"] for s in sorted(record["history"][0]["sites"], key=lambda s: s["site"])] == ["trained", "declined", "trained"]
+    assert [s["status"] for s in sorted(record["history"][0]["sites"], key=lambda s: s["site"])] == [
+        "trained",
+        "declined",
+        "trained",
+    ]
     declined = fed["per_site"][1]
     assert declined["trained_rounds"] == 0 and declined["reasons"] == {"epsilon-above-policy": 2}
     assert "epsilon_spent" not in declined  # nothing of site-b's reports was used or charged
@@ -181,8 +280,12 @@ def test_each_site_trains_on_its_own_folder_within_its_own_policy(deployment):
         own = load_mimic_cxr(deployment["tmp"] / "data" / site)
         (split_file,) = (deployment["tmp"] / "state" / site / "splits").iterdir()
         split = json.loads(split_file.read_text())
-        train = dataset_splits(own, val_fraction=split["val_fraction"], test_fraction=split["test_fraction"], seed=split["seed"])[0]
-        assert row["sample_rate"] == pytest.approx(recipe_for(RunConfig(batch_size=16), len(train), epsilon=TARGET_EPSILON).sample_rate)
+        train = dataset_splits(
+            own, val_fraction=split["val_fraction"], test_fraction=split["test_fraction"], seed=split["seed"]
+        )[0]
+        assert row["sample_rate"] == pytest.approx(
+            recipe_for(RunConfig(batch_size=16), len(train), epsilon=TARGET_EPSILON).sample_rate
+        )
         assert 0 < row["epsilon_spent"] <= TARGET_EPSILON
         # Its lifetime ledger, kept in its own state folder, holds this run's training release.
         (ledger,) = ledger_report(deployment["tmp"] / "state" / site)
@@ -200,8 +303,10 @@ def test_a_crashed_site_does_not_hang_the_run(deployment):
     assert sorted(s["status"] for s in round2["sites"]) == ["declined", "failed", "trained"] and round2["aggregated"]
     assert [s["error_code"] for s in round2["sites"] if s["status"] == "failed"] == [5]  # NODE_UNAVAILABLE
     assert deployment["nodes_after_run"][deployment["node_ids"][KILLED]] == "offline"
-    print(f"run finished {deployment['seconds'] - deployment['killed_at']:.0f} s after the crash; "
-          f"{deployment['seconds']:.0f} s from the SuperLink's start")
+    print(
+        f"run finished {deployment['seconds'] - deployment['killed_at']:.0f} s after the crash; "
+        f"{deployment['seconds']:.0f} s from the SuperLink's start"
+    )
 
 
 def test_submit_exits_non_zero_with_one_line_when_the_run_fails(deployment):

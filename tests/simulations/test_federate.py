@@ -7,16 +7,37 @@ import pytest
 
 from simulations.cli import main
 
-ARGS = ["federate", "--model", "tiny", "--synthetic-reports", "300", "--rounds", "2", "--batch-size", "16", "--epochs", "2",
-        "--delta", "1e-3", "--epsilon", "2", "--synthetic-difficulty", "easy", "--quiet"]
+ARGS = [
+    "federate",
+    "--model",
+    "tiny",
+    "--synthetic-reports",
+    "300",
+    "--rounds",
+    "2",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "2",
+    "--delta",
+    "1e-3",
+    "--epsilon",
+    "2",
+    "--synthetic-difficulty",
+    "easy",
+    "--quiet",
+]
 
 
 def _flower_processes() -> set[str]:
     """Running (not zombie) Flower and Ray processes."""
     out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
     names = ("flower-superlink", "flower-superexec", "flwr-simulation", "raylet", "gcs_server")
-    return {line.split()[0] for line in out.splitlines()
-            if any(n in line for n in names) and not line.split()[1].startswith("Z")}
+    return {
+        line.split()[0]
+        for line in out.splitlines()
+        if any(n in line for n in names) and not line.split()[1].startswith("Z")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +60,26 @@ def test_federate_writes_the_one_record_schema(federated):
     assert fed["sites"] == 3 and fed["rounds"] == 2 and fed["partition"] == "iid"
     assert [s["site"] for s in fed["per_site"]] == [0, 1, 2]
     for site in fed["per_site"]:
-        assert set(site) >= {"site", "epsilon_spent", "lifetime_epsilon", "noise_multiplier", "sample_rate", "steps", "declined_rounds"}
+        assert set(site) >= {
+            "site",
+            "epsilon_spent",
+            "lifetime_epsilon",
+            "noise_multiplier",
+            "sample_rate",
+            "steps",
+            "declined_rounds",
+        }
         assert 0 < site["epsilon_spent"] <= 2.0 * 1.01 and site["declined_rounds"] == 0 and site["trained_rounds"] == 2
     assert record["privacy"]["epsilon_spent"] == max(s["epsilon_spent"] for s in fed["per_site"])
     assert 0 < fed["bytes_up_per_round"] < fed["full_model_bytes"] and fed["bytes_down_per_round"] > 0
-    assert [h["round"] for h in record["history"]] == [1, 2] and all(h["weighted_f1"] is not None for h in record["history"])
+    assert [h["round"] for h in record["history"]] == [1, 2] and all(
+        h["weighted_f1"] is not None for h in record["history"]
+    )
     assert (federated / "adapter" / "adapter_config.json").is_file()
+    # Each stage of a round is timed for `radfl bench`: one train exchange and one checkpoint per round.
+    stages = record["timing"]["stages"]
+    assert stages["train"]["calls"] == 2 and stages["checkpoint"]["calls"] == 2 and stages["evaluation"]["calls"] == 2
+    assert all(stage["seconds"] > 0 for stage in stages.values())
 
 
 def test_resume_continues_from_the_last_checkpoint_and_never_resets_epsilon(federated):

@@ -18,8 +18,26 @@ from simulations.cli import main
 from simulations.report import mean_ci, paired_bootstrap, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
-SWEEP = ["sweep", "--models", "tiny", "--modes", "centralized", "--epsilons", "0.001,1,2,4,inf", "--accountant", "rdp",
-         "--synthetic-reports", "200", "--batch-size", "16", "--delta", "1e-3", "--epochs", "1", "--quiet"]
+SWEEP = [
+    "sweep",
+    "--models",
+    "tiny",
+    "--modes",
+    "centralized",
+    "--epsilons",
+    "0.001,1,2,4,inf",
+    "--accountant",
+    "rdp",
+    "--synthetic-reports",
+    "200",
+    "--batch-size",
+    "16",
+    "--delta",
+    "1e-3",
+    "--epochs",
+    "1",
+    "--quiet",
+]
 # Cells long enough (a few seconds each) that the kill reliably lands mid-sweep.
 SLOW_SWEEP = [*SWEEP, "--synthetic-reports", "800", "--epochs", "3"]
 
@@ -27,8 +45,12 @@ SLOW_SWEEP = [*SWEEP, "--synthetic-reports", "800", "--epochs", "3"]
 def test_killed_sweep_resumes_without_redoing_finished_cells(tmp_path):
     out = tmp_path / "sweep"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "simulations.cli", *SLOW_SWEEP, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulations.cli", *SLOW_SWEEP, "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(out.glob("cells/*/metrics.json"))) < 1:
         time.sleep(0.05)
@@ -54,14 +76,40 @@ def _fake_cell(folder: Path, *, mode, eps, seed, f1, status="done", reason="", p
     name = f"synthetic-mimic__tiny__{mode}__eps{'inf' if math.isinf(eps) else f'{eps:g}'}__seed{seed}"
     cell = folder / "cells" / name
     cell.mkdir(parents=True)
-    (cell / "status.json").write_text(json.dumps({"status": status, "reason": reason, "cell": {
-        "dataset": "synthetic-mimic", "data": "", "model": "tiny", "mode": mode, "epsilon": eps, "seed": seed}}))
+    (cell / "status.json").write_text(
+        json.dumps(
+            {
+                "status": status,
+                "reason": reason,
+                "cell": {
+                    "dataset": "synthetic-mimic",
+                    "data": "",
+                    "model": "tiny",
+                    "mode": mode,
+                    "epsilon": eps,
+                    "seed": seed,
+                },
+            }
+        )
+    )
     if status == "done":
-        record = {"privacy": {"epsilon_spent": "inf" if math.isinf(eps) else eps * 0.99, "delta": 1e-5, "noise_multiplier": 1.0,
-                              "sample_rate": 0.1, "steps": 10},
-                  "metrics": {"weighted_f1": f1, "micro_f1": f1 + 0.01, "macro_f1": f1 - 0.01,
-                              "per_label": {"a": {"f1": f1}, "b": {"f1": f1 / 2}}},
-                  "timing": {"train_seconds": 12.5}, "federation": {"bytes_up_per_round": 1000} if mode != "centralized" else {}}
+        record = {
+            "privacy": {
+                "epsilon_spent": "inf" if math.isinf(eps) else eps * 0.99,
+                "delta": 1e-5,
+                "noise_multiplier": 1.0,
+                "sample_rate": 0.1,
+                "steps": 10,
+            },
+            "metrics": {
+                "weighted_f1": f1,
+                "micro_f1": f1 + 0.01,
+                "macro_f1": f1 - 0.01,
+                "per_label": {"a": {"f1": f1}, "b": {"f1": f1 / 2}},
+            },
+            "timing": {"train_seconds": 12.5},
+            "federation": {"bytes_up_per_round": 1000} if mode != "centralized" else {},
+        }
         (cell / "metrics.json").write_text(json.dumps(record))
         np.savez(cell / "predictions.npz", targets=targets, probs=probs)
 
@@ -71,12 +119,32 @@ def test_report_numbers_match_the_cell_records(tmp_path):
     targets = (rng.random((80, 2)) < 0.4).astype(np.float32)
     good = np.where(targets > 0, 0.9, 0.1)
     noisy = np.where(rng.random((80, 2)) < 0.3, 1 - good, good)
-    f1s = {("centralized", 1.0): [0.60, 0.70, 0.65], ("centralized", math.inf): [0.90, 0.92, 0.91],
-           ("federated", 1.0): [0.50, 0.55, 0.52], ("federated", math.inf): [0.88, 0.90, 0.86]}
+    f1s = {
+        ("centralized", 1.0): [0.60, 0.70, 0.65],
+        ("centralized", math.inf): [0.90, 0.92, 0.91],
+        ("federated", 1.0): [0.50, 0.55, 0.52],
+        ("federated", math.inf): [0.88, 0.90, 0.86],
+    }
     for (mode, eps), values in f1s.items():
         for seed, f1 in enumerate(values):
-            _fake_cell(tmp_path, mode=mode, eps=eps, seed=seed, f1=f1, targets=targets, probs=good if math.isinf(eps) else noisy)
-    _fake_cell(tmp_path, mode="centralized", eps=0.01, seed=0, f1=0, status="infeasible", reason="the prv accountant cannot reach epsilon 0.01")
+            _fake_cell(
+                tmp_path,
+                mode=mode,
+                eps=eps,
+                seed=seed,
+                f1=f1,
+                targets=targets,
+                probs=good if math.isinf(eps) else noisy,
+            )
+    _fake_cell(
+        tmp_path,
+        mode="centralized",
+        eps=0.01,
+        seed=0,
+        f1=0,
+        status="infeasible",
+        reason="the prv accountant cannot reach epsilon 0.01",
+    )
     _fake_cell(tmp_path, mode="federated", eps=0.01, seed=0, f1=0, status="failed", reason="RunFailed: site 2 crashed")
     write_report(tmp_path)
 
