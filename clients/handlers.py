@@ -146,7 +146,11 @@ class SitePlan:
 def site_plan(cfg: RunConfig, n_units: int, *, private: bool) -> SitePlan:
     """The site's recipe for its own N, spread over the run's rounds; σ calibrated once for every round."""
     epsilon = cfg.epsilon if private else math.inf
-    recipe = recipe_for(cfg.replace(batch_size=cfg.site_batch_size or cfg.batch_size), n_units, epsilon=epsilon)
+    # An explicit compute cap (train.max-examples) is the whole federation's: each site takes its share, so a
+    # federated run does the centralized run's work. Without one, each site applies its own device's cap.
+    cap = math.ceil(cfg.max_examples / max(cfg.sites, 1)) if cfg.max_examples else 0
+    site_cfg = cfg.replace(batch_size=cfg.site_batch_size or cfg.batch_size, max_examples=cap)
+    recipe = recipe_for(site_cfg, n_units, epsilon=epsilon)
     per_epoch = round(1 / recipe.sample_rate)
     local = (
         max(1, round(cfg.local_epochs * per_epoch))

@@ -70,8 +70,8 @@ class RunConfig:
     max_examples: int = option(
         0,
         "train.max-examples",
-        "compute cap: examples processed at most; 0: the recipe's (under DP "
-        "10,000 on CPU, 40,000 on CUDA; 15,000 without DP)",
+        "compute cap: examples processed at most, shared by a federation's sites; 0: the recipe's "
+        "(under DP 10,000 on CPU, 40,000 on CUDA; 15,000 without DP)",
     )
     seed: int = option(0, "train.seed", "seed of data split, initialization and sampling")
     device: str = option("auto", "train.device", "auto takes CUDA when present", choices=("auto", "cpu", "cuda"))

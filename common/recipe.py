@@ -151,6 +151,8 @@ def _plain(n, *, batch_size, epochs, optimizer, lr, max_examples) -> Recipe:
     per_epoch = steps_per_epoch_for(n, batch)
     budget = max_examples or PLAIN_EXAMPLES
     epochs_max = epochs or min(20, max(2, math.ceil(budget / n)))
+    if max_examples and not epochs:  # an explicit compute cap is hard
+        epochs_max = min(epochs_max, max_examples / n)
     steps = max(1, round(epochs_max * per_epoch))
     opt = "adam" if optimizer == "auto" else optimizer
     rate = lr or (PLAIN_LR if opt == "adam" else 0.5)
@@ -168,14 +170,16 @@ def _private(
 ) -> Recipe:
     budget = max_examples
     # More epochs at a larger ε (σ grows only slowly with the steps once subsampling amplifies), within the compute cap.
-    wanted = epochs or min(DP_MAX_EPOCHS, DP_EPOCHS_AT_1 * math.sqrt(epsilon), max(1.0, budget / n))
+    wanted = epochs or min(DP_MAX_EPOCHS, DP_EPOCHS_AT_1 * math.sqrt(epsilon), budget / n)
     batches = [min(batch_size, n)] if batch_size else _batch_candidates(n)
+    if not batch_size and not epochs:  # the cap is hard: only batches that leave DP_MIN_STEPS within it, if any do
+        batches = [b for b in batches if DP_MIN_STEPS * n / steps_per_epoch_for(n, b) <= budget] or batches[:1]
     tried, last_error = [], None
     for batch in batches:  # smallest first: the most steps whose noise on the mean gradient stays low
         per_epoch = steps_per_epoch_for(n, batch)
         steps = max(1, round(wanted * per_epoch))
         if not epochs:
-            steps = max(steps, min(DP_MIN_STEPS, round(DP_MAX_EPOCHS * per_epoch)))
+            steps = max(steps, min(DP_MIN_STEPS, round(DP_MAX_EPOCHS * per_epoch), math.floor(budget * per_epoch / n)))
         try:
             sigma = calibrate_noise(
                 target_epsilon=epsilon, delta=delta, sample_rate=1.0 / per_epoch, steps=steps, accountant=accountant

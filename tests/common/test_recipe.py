@@ -25,8 +25,24 @@ def test_under_dp_the_plan_spends_at_most_epsilon_and_never_peeks(n, epsilon):
     assert not recipe.early_stopping and recipe.max_grad_norm > 0
     spent = epsilon_spent([(recipe.noise_multiplier, recipe.sample_rate, recipe.steps)], delta=delta)
     assert spent <= epsilon * 1.01
-    assert recipe.steps * recipe.batch_size <= 45_000  # the compute cap holds
+    # The CPU cap holds (expected examples = steps x N x q), within one batch of rounding.
+    assert recipe.steps * n * recipe.sample_rate <= 10_000 + n * recipe.sample_rate
     assert str(recipe.batch_size) in recipe.reason and f"{epsilon:g}" in recipe.reason
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 1.0, 10.0, math.inf])
+@pytest.mark.parametrize(("n", "cap"), [(4_506, 3_000), (1_500, 1_000), (9_066, 20_000)])
+def test_an_explicit_compute_cap_is_hard(n, cap, epsilon):
+    recipe = choose(n, epsilon=epsilon, delta=1e-5, max_examples=cap)
+    expected_examples = recipe.steps * n * recipe.sample_rate
+    assert expected_examples <= cap * 1.01
+    if math.isfinite(epsilon):  # with enough steps to learn from: a smaller batch rather than fewer steps
+        assert recipe.steps >= 30
+
+
+def test_a_cuda_machine_affords_more_steps_than_a_cpu():
+    cpu, cuda = (choose(9_066, epsilon=10.0, delta=1e-5, device=d) for d in ("cpu", "cuda"))
+    assert cuda.steps * cuda.sample_rate > 2 * cpu.steps * cpu.sample_rate
 
 
 def test_a_larger_epsilon_buys_less_noise_per_step():
