@@ -180,7 +180,7 @@ def deployment(tmp_path_factory):
                 "--run-config",
                 run_config,
                 "--timeout",
-                "400",
+                "900",
                 "--poll",
                 "2",
             ],
@@ -206,7 +206,7 @@ def deployment(tmp_path_factory):
         found["nodes_during_run"] = cli.supernodes()
 
         # Round 1 done (the ServerApp writes progress.json after each round): one hospital crashes.
-        wait_until(lambda: rounds_done(found["out"]) >= 1 or processes["submit"].poll() is not None, 240, "round 1")
+        wait_until(lambda: rounds_done(found["out"]) >= 1 or processes["submit"].poll() is not None, 480, "round 1")
         assert rounds_done(found["out"]) >= 1, (tmp / "submit.log").read_text()[-3000:]
         crash(processes[KILLED])
         found["killed_at"] = time.monotonic() - started
@@ -237,7 +237,7 @@ def deployment(tmp_path_factory):
             )
         found["failed_rc"] = processes["failing"].wait(timeout=150)
         found["failed_err"] = (tmp / "failed.err").read_text().strip()
-        found["submit_rc"] = processes["submit"].wait(timeout=300)
+        found["submit_rc"] = processes["submit"].wait(timeout=600)
         found["seconds"] = time.monotonic() - started
         found["nodes_after_run"] = cli.supernodes()
         found["submit_log"] = (tmp / "submit.log").read_text()
