@@ -388,3 +388,50 @@ SLOTS = {
     ],
     "level": ["fourth", "fifth", "sixth", "seventh", "eighth"],
 }
+
+# Organ systems of CT-RATE findings and how often each finding appears when its system is involved
+# (shared by the easy and the realistic generator).
+CT_SCENARIOS = {
+    "normal": {},
+    "cardiovascular": {
+        "Arterial wall calcification": 0.85,
+        "Coronary artery wall calcification": 0.8,
+        "Cardiomegaly": 0.4,
+        "Pericardial effusion": 0.2,
+        "Hiatal hernia": 0.15,
+    },
+    "copd": {
+        "Emphysema": 0.85,
+        "Bronchiectasis": 0.35,
+        "Peribronchial thickening": 0.5,
+        "Mosaic attenuation pattern": 0.25,
+        "Lung nodule": 0.35,
+    },
+    "infection": {
+        "Consolidation": 0.6,
+        "Lung opacity": 0.8,
+        "Pleural effusion": 0.35,
+        "Lymphadenopathy": 0.3,
+        "Atelectasis": 0.35,
+        "Peribronchial thickening": 0.3,
+    },
+    "fibrosis": {
+        "Pulmonary fibrotic sequela": 0.85,
+        "Interlobular septal thickening": 0.6,
+        "Bronchiectasis": 0.45,
+        "Lung opacity": 0.3,
+    },
+    "oncology": {
+        "Lung nodule": 0.85,
+        "Lymphadenopathy": 0.5,
+        "Pleural effusion": 0.3,
+        "Medical material": 0.45,
+        "Atelectasis": 0.25,
+    },
+    "post-surgical": {
+        "Medical material": 0.9,
+        "Atelectasis": 0.5,
+        "Pleural effusion": 0.45,
+        "Arterial wall calcification": 0.4,
+    },
+}

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from common.labels import CT_RATE, MIMIC_CXR
+from common.synthetic_phrases import CT_SCENARIOS
 from common.synthetic_realistic_phrases import (
     CT_BACKGROUND,
     CT_BANK,
@@ -30,7 +31,6 @@ from common.synthetic_realistic_phrases import (
     CT_NORMAL_IMP,
     CT_NORMAL_SENTENCES,
     CT_OMIT,
-    CT_SCENARIOS,
     ELABORATIONS,
     HEDGE_WORDS,
     HEDGED,

@@ -94,6 +94,17 @@ def run_audit(
         f"{steps} steps at sigma {sigma:.3f}, q {1 / per_epoch:.4f}"
         + (" -- MECHANISM BROKEN ON PURPOSE" if break_mechanism else "")
     )
+    run_kwargs = dict(
+        ledger=ledger,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        head_lr=recipe.head_lr,
+        optimizer=recipe.optimizer,
+        pad_id=classifier.pad_id,
+        device=device,
+        seed=cfg.seed,
+        on_noise=canaries.add,
+    )
     if mode == "distributed":
         _distributed(
             classifier,
@@ -112,37 +123,10 @@ def run_audit(
         per_round = max(1, math.ceil(steps / rounds))
         for _ in range(rounds):
             before = [p.detach().clone().numpy() for p in canaries.params]
-            train_local(
-                classifier.model,
-                train,
-                ledger=ledger,
-                steps=per_round,
-                batch_size=recipe.batch_size,
-                lr=recipe.lr,
-                head_lr=recipe.head_lr,
-                optimizer=recipe.optimizer,
-                pad_id=classifier.pad_id,
-                device=device,
-                seed=cfg.seed,
-                on_noise=canaries.add,
-            )
+            train_local(classifier.model, train, steps=per_round, **run_kwargs)
             canaries.observe_delta(before, [p.detach().numpy() for p in canaries.params])
     else:
-        train_local(
-            classifier.model,
-            train,
-            ledger=ledger,
-            steps=steps,
-            batch_size=recipe.batch_size,
-            lr=recipe.lr,
-            head_lr=recipe.head_lr,
-            optimizer=recipe.optimizer,
-            pad_id=classifier.pad_id,
-            device=device,
-            seed=cfg.seed,
-            on_noise=canaries.add,
-            on_step=lambda optimizer: canaries.observe(),
-        )
+        train_local(classifier.model, train, steps=steps, on_step=lambda optimizer: canaries.observe(), **run_kwargs)
     white, white_curve = guess_and_bound(canaries.scores, in_grads, k=k, delta=cfg.delta, confidence=confidence)
     probs = predict_probs(
         classifier.model, TokenizedReports(canary_ids, canary_labels), pad_id=classifier.pad_id, device=device
