@@ -211,3 +211,27 @@ def test_synth_never_overwrites(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("precious")
     code, err = _bad(["synth", "--out", str(tmp_path)], capsys)
     assert code == 2 and "not empty" in err and (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_a_patient_level_run_records_its_unit_and_its_epsilon_over_patients(tmp_path):
+    """`--privacy-unit patient`: the ledger counts patients (fewer than reports), samples them, and
+    metrics.json says which unit ε protects."""
+    from common.config import RunConfig
+    from common.data import load_reports
+    from common.partition import dataset_splits
+    from common.privacy import steps_per_epoch_for
+
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epsilon", "2", "--privacy-unit", "patient", "--out", str(out)]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    privacy, recipe = record["privacy"], record["recipe"]
+    cfg = RunConfig(model="tiny", synthetic_reports=240, synthetic_difficulty="easy")
+    reports = load_reports(cfg)
+    train = dataset_splits(reports, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)[0]
+    patients = {reports.patient_ids[i] for i in train}
+    assert len(patients) < len(train) == record["data"]["n_train"]  # several reports per patient
+    assert privacy["unit"] == "patient" and privacy["level"].startswith("patient")
+    per_epoch = steps_per_epoch_for(len(patients), recipe["batch_size"])
+    assert per_epoch != steps_per_epoch_for(len(train), recipe["batch_size"])
+    assert privacy["sample_rate"] == pytest.approx(1 / per_epoch)  # one epoch = one pass over the patients
+    assert 0 < privacy["epsilon_spent"] <= privacy["epsilon_target"] == 2.0 and privacy["steps"] == recipe["steps"]
