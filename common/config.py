@@ -172,6 +172,13 @@ class RunConfig:
     client_clip: float = option(
         1.0, "fl.client-clip", "client-level DP clipping norm of an update (dp-level client)", federated=True
     )
+    monitor_rounds: int = option(
+        5,
+        "fl.monitor-rounds",
+        "simulations: evaluations of the global adapter on a subset of the test split before the last "
+        "round, evenly spread; 0: the final evaluation only",
+        federated=True,
+    )
     min_sites: int = option(
         1, "fl.min-sites", "fewest replies a round needs to update the global adapter", federated=True
     )
@@ -193,7 +200,7 @@ class RunConfig:
             raise InputError(f"--epsilon must be positive (or inf), got {self.epsilon}")
         if not 0 < self.delta < 1:
             raise InputError(f"--delta must lie strictly between 0 and 1, got {self.delta}")
-        for name in ("lr", "epochs", "batch_size", "max_grad_norm", "local_epochs", "max_examples"):
+        for name in ("lr", "epochs", "batch_size", "max_grad_norm", "local_epochs", "max_examples", "monitor_rounds"):
             if not getattr(self, name) >= 0:
                 raise InputError(
                     f"--{name.replace('_', '-')} must be positive (or 0 for the recipe's), got {getattr(self, name)}"

@@ -34,14 +34,19 @@ def choose_thresholds(
     kind = LABEL_KINDS.get(cfg.dataset)
     if kind is None:
         return 0.5, "0.5: under DP, no public reports exist for this label set"
+    difficulty = cfg.synthetic_difficulty if cfg.dataset.startswith("synthetic") else "realistic"
     public = T.public_reports(
-        kind, max_length=cfg.max_length, tokenizer=classifier.tokenizer, uncertainty=cfg.uncertainty
+        kind,
+        max_length=cfg.max_length,
+        tokenizer=classifier.tokenizer,
+        uncertainty=cfg.uncertainty,
+        difficulty=difficulty,
     )
     probs = predict_probs(
         classifier.model, public, pad_id=classifier.pad_id, device=device, autocast_dtype=autocast_dtype
     )
     return T.tune(public.labels.numpy(), probs), (
-        f"tuned per label on {T.PUBLIC_REPORTS:,} public synthetic reports scored by the "
+        f"tuned per label on {T.PUBLIC_REPORTS:,} public synthetic reports ({difficulty}) scored by the "
         "final DP model (post-processing: no private report, no epsilon)"
     )
 

@@ -58,12 +58,23 @@ class FederationRun:
     def arrays(self) -> dict[str, np.ndarray]:
         return get_adapter_state(self.classifier.model)
 
+    def monitored(self, global_round: int) -> bool:
+        """Is the global adapter evaluated after this round? Always after the last; before it, at
+        fl.monitor-rounds rounds evenly spread (every round of a short federation, a few of dozens)."""
+        rounds = self.cfg.rounds
+        if global_round >= rounds:
+            return True
+        wanted = min(self.cfg.monitor_rounds, rounds - 1)
+        return global_round in {round(i * rounds / (wanted + 1)) for i in range(1, wanted + 1)}
+
     def end_round(self, global_round: int, arrays: dict[str, np.ndarray] | None) -> dict | None:
-        """After a round: load the new global adapter, evaluate it (where the server holds reports), checkpoint."""
+        """After a round: load the new global adapter, evaluate it (where the server holds reports and
+        the round is monitored), checkpoint."""
         if arrays is not None:
             set_adapter_state(self.classifier.model, arrays)
         started = time.perf_counter()
-        metrics = self.evaluator.evaluate(final=global_round >= self.cfg.rounds)
+        monitored = self.monitored(global_round)
+        metrics = self.evaluator.evaluate(final=global_round >= self.cfg.rounds) if monitored else None
         self.history.record_evaluation(global_round, metrics)
         if metrics is not None:
             self.history.add_stage("evaluation", time.perf_counter() - started)

@@ -40,7 +40,12 @@ PRESETS = {
         epsilons="0.1,1,10,inf",
         modes="centralized,federated,federated-distributed",
         seeds="0",
-        overrides=dict(synthetic_reports=QUICK_REPORTS, synthetic_difficulty="easy", max_examples=QUICK_EXAMPLES),
+        overrides=dict(
+            synthetic_reports=QUICK_REPORTS,
+            synthetic_difficulty="easy",
+            max_examples=QUICK_EXAMPLES,
+            monitor_rounds=0,  # the report reads final metrics only: no per-round evaluation
+        ),
     ),
     # The paper's grid (arXiv 2506.04450) for machines that hold the data and the weights.
     "paper": dict(

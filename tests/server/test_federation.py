@@ -55,3 +55,14 @@ def test_client_level_noise_is_calibrated_to_epsilon_over_all_rounds(tmp_path):
     # Calibrated to the target, not merely below it (any larger σ would also stay below 2).
     assert 0.95 * 2.0 < epsilon_spent([(sigma, 1.0, cfg.rounds)], delta=cfg.delta) <= 2.0
     assert client_noise_multiplier(cfg.replace(client_noise=0.3)) == 0.3
+
+
+@pytest.mark.parametrize(
+    "rounds,monitor,evaluated",
+    [(6, 5, [1, 2, 3, 4, 5, 6]), (47, 5, [8, 16, 24, 31, 39, 47]), (47, 0, [47]), (3, 1, [2, 3]), (2, 9, [1, 2])],
+)
+def test_monitor_rounds_spread_the_evaluations_and_the_last_is_always_evaluated(tmp_path, rounds, monitor, evaluated):
+    run = FederationRun(_cfg(tmp_path, rounds=rounds, monitor_rounds=monitor))
+    assert [r for r in range(1, rounds + 1) if run.monitored(r)] == evaluated
+    assert run.end_round(1, None) is None if 1 not in evaluated else run.end_round(1, None)["n_examples"] > 0
+    assert (tmp_path / "fed" / "checkpoints" / "round-001").is_dir()  # every round is checkpointed
