@@ -44,8 +44,8 @@ def public_reports(
     from common.synthetic import generate
     from common.tokens import TokenizedReports, tokenize
 
-    reports = generate(
-        label_set_kind, n_reports=PUBLIC_REPORTS, seed=PUBLIC_SEED, difficulty=difficulty
-    ).to_report_set(uncertainty)
+    reports = generate(label_set_kind, n_reports=PUBLIC_REPORTS, seed=PUBLIC_SEED, difficulty=difficulty).to_report_set(
+        uncertainty
+    )
     ids = tokenize(reports.texts, tokenizer, max_length=max_length, fingerprint=reports.fingerprint())
     return TokenizedReports(ids, reports.labels)
