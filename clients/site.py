@@ -58,7 +58,7 @@ def session(cfg: RunConfig, policy: SitePolicy) -> SiteSession:
         k: v
         for k, v in cfg.to_flower().items()
         if k.split(".")[0] in ("data", "model", "lora")
-        or k in ("train.seed", "train.device", "fl.sites", "fl.partition", "fl.alpha", "fl.aggregation")
+        or k in ("train.seed", "train.device", "fl.sites", "fl.partition", "fl.alpha", "fl.aggregation", "fl.dp-level")
     }
     return _session(json.dumps(key, sort_keys=True), policy)
 

@@ -159,7 +159,7 @@ class RunConfig:
         "ffa",
         "fl.aggregation",
         "ffa (FFA-LoRA: A frozen at its shared seeded init, only B and the "
-        "head trained and sent) or fedavg (all LoRA arrays)",
+        "head trained and sent) or fedavg (all LoRA arrays); distributed DP trains A, B and the head as radfl train does",
         federated=True,
         choices=("ffa", "fedavg"),
     )

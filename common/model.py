@@ -272,12 +272,18 @@ def load_classifier(folder, *, device: torch.device | None = None) -> tuple[Clas
 
 
 def lora_spec(cfg, *, federated: bool) -> LoraSpec:
-    """The LoRA settings of a run configuration; FFA-LoRA (frozen A) only in a federation that asks for it."""
+    """The LoRA settings of a run configuration; FFA-LoRA (frozen A) only in a federation that asks for it.
+
+    FFA-LoRA exists because averaging separately trained A and B is not averaging their product (Sun
+    et al. 2024, "Improving LoRA in privacy-preserving federated learning"). Distributed DP has no
+    such average: each round is one DP-SGD step that the server applies to the one global model, so
+    it trains what `radfl train` trains (A, B and the head) and the two are the same mechanism.
+    """
     return LoraSpec(
         rank=cfg.lora_rank,
         alpha=cfg.lora_alpha,
         dropout=cfg.lora_dropout,
         target_modules=cfg.lora_target_list,
-        frozen_a=federated and cfg.aggregation == "ffa",
+        frozen_a=federated and cfg.aggregation == "ffa" and cfg.dp_level != "distributed",
         init_seed=cfg.seed,
     )

@@ -65,6 +65,22 @@ def test_ffa_lora_freezes_a_and_leaves_it_out_of_the_state():
     assert all(not p.requires_grad for n, p in clf.model.named_parameters() if ".lora_A." in n)
 
 
+def test_distributed_dp_trains_what_centralized_trains_and_local_dp_keeps_ffa():
+    """Distributed DP is one DP-SGD step per round on the one global model: no A/B averaging, so no FFA."""
+    from common.config import RunConfig
+    from common.model import lora_spec
+
+    def trainable(cfg, federated):
+        model = build_classifier("tiny", MIMIC_CXR.labels, lora=lora_spec(cfg, federated=federated)).model
+        return sorted(n for n, p in model.named_parameters() if p.requires_grad)
+
+    cfg = RunConfig(model="tiny")
+    centralized = trainable(cfg, False)
+    assert trainable(cfg.replace(dp_level="distributed"), True) == centralized
+    assert any(".lora_A." in n for n in centralized)
+    assert not any(".lora_A." in n for n in trainable(cfg.replace(dp_level="sample"), True))
+
+
 def test_saved_adapter_restores_a_working_classifier(tmp_path, tiny_classifier):
     from peft import PeftModel
 
