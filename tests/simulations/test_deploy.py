@@ -8,8 +8,9 @@ epsilon below what the run asks and so declines every round (the server sees onl
 While it starts, a SuperNode whose key was never registered tries to join and is refused. After
 round 1, one hospital's SuperNode is killed (SIGKILL, like a crash): the run still completes,
 because Flower reports the lost node after its ~60 s heartbeat window and fl.min-sites = 1. In that
-wait, a second `radfl submit` whose run cannot start must exit 1 with a one-line reason. One run
-serves all the checks, which keeps the module near two minutes on 2 CPU cores.
+wait, a second `radfl submit` whose run cannot start must exit 1 with a one-line reason. Then a
+2-round distributed-DP run (SecAgg+) uses the two sites still online. One deployment serves all the
+checks, which keeps the module near three minutes on 2 CPU cores.
 Every process started here is stopped, also when a check fails.
 """
 
@@ -36,7 +37,12 @@ from simulations.site_tools import ledger_report
 SITES = {"site-a": "st-elsewhere-academic", "site-b": "county-general", "site-c": "lakeview-clinic"}
 KILLED = "site-c"
 TARGET_EPSILON = 1.0
-POLICY = {"site-a": "allow-evaluation='final'", "site-b": "max-epsilon=0.5", "site-c": ""}
+DIST_EPSILON = 0.5  # within site-b's max-epsilon
+POLICY = {
+    "site-a": "allow-evaluation='final' allow-distributed-dp=true",
+    "site-b": "max-epsilon=0.5 allow-distributed-dp=true",
+    "site-c": "allow-distributed-dp=true",
+}
 
 
 def wait_until(condition, seconds: float, what: str, poll: float = 0.5):
@@ -241,6 +247,28 @@ def deployment(tmp_path_factory):
         found["seconds"] = time.monotonic() - started
         found["nodes_after_run"] = cli.supernodes()
         found["submit_log"] = (tmp / "submit.log").read_text()
+
+        # Distributed DP on the same TLS deployment: the two surviving sites' noise shares under SecAgg+.
+        found["ledgers_before_distributed"] = {site: ledger_report(tmp / "state" / site) for site in SITES}
+        found["dist_out"] = tmp / "results" / "distributed"
+        distributed = (
+            f"model.name='tiny' fl.dp-level='distributed' fl.rounds=2 fl.sites=2 fl.min-sites=2 "
+            f"fl.sample-rate=0.25 dp.delta=0.0002 dp.target-epsilon={DIST_EPSILON} data.dataset='mimic-cxr' "
+            f"run.out='{found['dist_out']}' fl.wait-seconds=60"
+        )
+        with open(tmp / "distributed.log", "w") as log:
+            processes["distributed"] = subprocess.Popen(
+                [str(BIN / "radfl"), "submit", str(app_dir()), "pilot", "--run-config", distributed]
+                + ["--timeout", "600", "--poll", "2"],
+                env=flower_env(operator),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp,
+                start_new_session=True,
+            )
+        found["dist_rc"] = processes["distributed"].wait(timeout=660)
+        found["dist_log"] = (tmp / "distributed.log").read_text()
+        found["seconds_distributed"] = time.monotonic() - started - found["seconds"]
         yield found
     finally:
         for process in reversed(list(processes.values())):
@@ -273,7 +301,8 @@ def test_each_site_trains_on_its_own_folder_within_its_own_policy(deployment):
     declined = fed["per_site"][1]
     assert declined["trained_rounds"] == 0 and declined["reasons"] == {"epsilon-above-policy": 2}
     assert "epsilon_spent" not in declined  # nothing of site-b's reports was used or charged
-    assert ledger_report(deployment["tmp"] / "state" / "site-b") == []
+    ledgers = deployment["ledgers_before_distributed"]  # as this run left them
+    assert ledgers["site-b"] == []
     for k in (0, 2):
         site, row = list(SITES)[k], fed["per_site"][k]
         # The site's training reports are its own folder's train split, drawn with a seed kept in its state folder.
@@ -288,13 +317,13 @@ def test_each_site_trains_on_its_own_folder_within_its_own_policy(deployment):
         )
         assert 0 < row["epsilon_spent"] <= TARGET_EPSILON
         # Its lifetime ledger, kept in its own state folder, holds this run's training release.
-        (ledger,) = ledger_report(deployment["tmp"] / "state" / site)
+        (ledger,) = ledgers[site]
         assert [r["kind"] for r in ledger["runs"] if r["kind"] != "evaluate"] == ["train"]
         assert ledger["lifetime_epsilon"] <= 4.0
     assert record["privacy"]["epsilon_spent"] <= TARGET_EPSILON
     # site-a's plain metrics of the final adapter are recorded in its ledger, apart from epsilon.
-    assert ledger_report(deployment["tmp"] / "state" / "site-a")[0]["plain_evaluations"] == 1
-    assert ledger_report(deployment["tmp"] / "state" / "site-c")[0]["plain_evaluations"] == 0
+    assert ledgers["site-a"][0]["plain_evaluations"] == 1
+    assert ledgers["site-c"][0]["plain_evaluations"] == 0
 
 
 def test_a_crashed_site_does_not_hang_the_run(deployment):
@@ -313,3 +342,17 @@ def test_submit_exits_non_zero_with_one_line_when_the_run_fails(deployment):
     err = deployment["failed_err"]
     assert deployment["failed_rc"] == 1 and len(err.splitlines()) == 1 and err.startswith("radfl: error: run ")
     assert "finished:failed" in err and "fewer than fl.min-sites" in err
+
+
+def test_distributed_dp_runs_over_the_tls_deployment_and_charges_each_site(deployment):
+    """3 SuperNodes, one lost: distributed DP with the two online ones, every round a SecAgg+ sum of both."""
+    assert deployment["dist_rc"] == 0, deployment["dist_log"][-3000:]
+    record = json.loads((deployment["dist_out"] / "metrics.json").read_text())
+    assert record["mode"] == "federated-distributed" and record["federation"]["rounds_done"] == 2
+    assert [h["secure_aggregation"]["sites_in_sum"] for h in record["history"]] == [2, 2]
+    assert record["privacy"]["epsilon_spent"] <= DIST_EPSILON
+    for site in ("site-a", "site-b"):
+        (ledger,) = ledger_report(deployment["tmp"] / "state" / site)
+        new = [r for r in ledger["runs"] if r["run"].startswith("train-distributed")]
+        assert len(new) == 1 and new[0]["steps"] == 2 and 0 < new[0]["epsilon_spent"] <= DIST_EPSILON * 1.01
+    print(f"distributed run: {deployment['seconds_distributed']:.0f} s")
