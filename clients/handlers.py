@@ -143,14 +143,14 @@ class SitePlan:
     max_grad_norm: float
 
 
-def site_plan(cfg: RunConfig, n_units: int, *, private: bool) -> SitePlan:
+def site_plan(cfg: RunConfig, n_units: int, *, private: bool, reports_per_unit: float = 1.0) -> SitePlan:
     """The site's recipe for its own N, spread over the run's rounds; σ calibrated once for every round."""
     epsilon = cfg.epsilon if private else math.inf
     # An explicit compute cap (train.max-examples) is the whole federation's: each site takes its share, so a
     # federated run does the centralized run's work. Without one, each site applies its own device's cap.
     cap = math.ceil(cfg.max_examples / max(cfg.sites, 1)) if cfg.max_examples else 0
     site_cfg = cfg.replace(batch_size=cfg.site_batch_size or cfg.batch_size, max_examples=cap)
-    recipe = recipe_for(site_cfg, n_units, epsilon=epsilon)
+    recipe = recipe_for(site_cfg, n_units, epsilon=epsilon, reports_per_unit=reports_per_unit)
     per_epoch = round(1 / recipe.sample_rate)
     local = (
         max(1, round(cfg.local_epochs * per_epoch))
@@ -200,7 +200,7 @@ def train_request(policy: SitePolicy, run_config: dict, run_id: int, content) ->
     problem = check_incoming(s.classifier.model, arrays, max_abs=policy.max_adapter_abs)
     if problem:
         raise Declined(Reason[problem.upper().replace("-", "_")])
-    plan = site_plan(cfg, n_units, private=private)
+    plan = site_plan(cfg, n_units, private=private, reports_per_unit=len(s.train) / n_units)
     key = run_key(cfg, "train" if cfg.dp_level != "client" else "train-client-level")
     life_delta = policy.delta_cap(n_units)
     with open_ledger(policy.state_folder(), s.fingerprint) as ledger:

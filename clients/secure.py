@@ -114,7 +114,7 @@ def _share(policy: SitePolicy, run_config: dict, content) -> tuple[list[np.ndarr
     n_units = s.n_units(unit)
     if cfg.delta > min(policy.delta_cap(n_units), 1.0 / n_units):
         raise Declined(Reason.DELTA_ABOVE_POLICY)
-    plan = site_plan(cfg.replace(local_epochs=0.0), n_units, private=True)
+    plan = site_plan(cfg.replace(local_epochs=0.0), n_units, private=True, reports_per_unit=len(s.train) / n_units)
     q = cfg.sample_rate or plan.sample_rate
     from common.privacy import calibrate_noise
 

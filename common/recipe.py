@@ -83,8 +83,10 @@ def optimizer_for(*, private: bool, optimizer: str = "auto", lr: float = 0.0) ->
     return (opt, DP_LR, DP_HEAD_LR) if private else (opt, PLAIN_LR, PLAIN_HEAD_LR)
 
 
-def recipe_for(cfg, n_units: int, *, epsilon: float | None = None) -> Recipe:
-    """The recipe of a run configuration for `n_units` training units (the one place that maps the options)."""
+def recipe_for(cfg, n_units: int, *, epsilon: float | None = None, reports_per_unit: float = 1.0) -> Recipe:
+    """The recipe of a run configuration for `n_units` training units (the one place that maps the options).
+
+    The compute cap counts reports: with patients as units (`reports_per_unit` > 1) it allows fewer units."""
     return choose(
         n_units,
         epsilon=cfg.epsilon if epsilon is None else epsilon,
@@ -97,6 +99,7 @@ def recipe_for(cfg, n_units: int, *, epsilon: float | None = None) -> Recipe:
         max_grad_norm=cfg.max_grad_norm,
         max_examples=cfg.max_examples,
         device=_device_kind(cfg.device),
+        reports_per_unit=reports_per_unit,
     )
 
 
@@ -121,6 +124,7 @@ def choose(
     max_grad_norm: float = 0.0,
     max_examples: int = 0,
     device: str = "cpu",
+    reports_per_unit: float = 1.0,
 ) -> Recipe:
     """The recipe for `n_train` training units (reports, or patients) at (ε, δ); overrides win where given (not 0/auto)."""
     if n_train < 2:
@@ -141,7 +145,7 @@ def choose(
         optimizer=optimizer,
         lr=lr,
         max_grad_norm=max_grad_norm,
-        max_examples=max_examples or DP_EXAMPLES[device],
+        max_examples=max(1, round((max_examples or DP_EXAMPLES[device]) / max(reports_per_unit, 1.0))),
     )
 
 

@@ -29,9 +29,9 @@ def patient_units(reports, index) -> list[list[int]]:
     return list(members.values())
 
 
-def plan(cfg: RunConfig, n_units: int):
+def plan(cfg: RunConfig, n_units: int, *, reports_per_unit: float = 1.0):
     """The recipe and the privacy ledger of a run over `n_units`: fails in a second on an impossible ε or δ."""
-    recipe = recipe_for(cfg, n_units)
+    recipe = recipe_for(cfg, n_units, reports_per_unit=reports_per_unit)
     ledger = PrivacyLedger.plan(
         target_epsilon=cfg.epsilon,
         delta=cfg.delta,
@@ -52,7 +52,9 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True, log=print) ->
     reports = load_reports(cfg)
     splits = dataset_splits(reports, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
     units = patient_units(reports, splits[0]) if cfg.privacy_unit == "patient" and cfg.private else None
-    recipe, ledger = plan(cfg, len(units) if units else len(splits[0]))
+    recipe, ledger = plan(
+        cfg, len(units) if units else len(splits[0]), reports_per_unit=len(splits[0]) / len(units) if units else 1.0
+    )
     log(f"recipe: {recipe.reason}")
     data = prepare(cfg, load_tokenizer(cfg.model), reports, splits=splits)
     classifier = build_classifier(cfg.model, reports.label_names, lora=lora_spec(cfg, federated=False), device=device)

@@ -6,7 +6,7 @@ import pytest
 
 from common.errors import InputError
 from common.privacy import epsilon_spent
-from common.recipe import choose
+from common.recipe import DP_EXAMPLES, choose
 
 
 @pytest.mark.parametrize("n", [500, 1_000, 4_000, 12_000])
@@ -38,6 +38,17 @@ def test_an_explicit_compute_cap_is_hard(n, cap, epsilon):
     assert expected_examples <= cap * 1.01
     if math.isfinite(epsilon):  # with enough steps to learn from: a smaller batch rather than fewer steps
         assert recipe.steps >= 30
+
+
+@pytest.mark.parametrize("cap", [0, 3_000])
+def test_the_compute_cap_counts_reports_when_patients_are_the_units(cap):
+    """Patient-level DP samples patients: at 2.2 reports each, the cap allows 2.2 x fewer patients."""
+    patients, per = 4_000, 2.2
+    recipe = choose(patients, epsilon=1.0, delta=1e-5, max_examples=cap, reports_per_unit=per)
+    budget = cap or DP_EXAMPLES["cpu"]
+    assert recipe.steps * patients * recipe.sample_rate * per <= budget * 1.01
+    per_report = choose(patients, epsilon=1.0, delta=1e-5, max_examples=cap)
+    assert per_report.steps * patients * per_report.sample_rate * per > budget * 1.5  # what it did before
 
 
 def test_a_cuda_machine_affords_more_steps_than_a_cpu():
