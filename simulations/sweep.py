@@ -27,10 +27,11 @@ DP_LEVEL = {"federated": "sample", "federated-distributed": "distributed", "fede
 SWEEP_DATASETS = ("synthetic-mimic", "synthetic-ctrate", "mimic-cxr", "ct-rate", "csv")
 
 # The quick preset: the easy synthetic generator (short reports: ~5x faster per example than realistic ones)
-# at 6,000 reports (4,506 for training), with a compute cap per cell so that its 11 cells fit 20 minutes
-# on 2 CPU cores (about 35 DP examples/s: 11 x 2,000 examples is ~10 minutes of training, the rest is
-# start-up, SecAgg+ rounds and evaluation). The recipe's choices within the cap are printed in each
-# cell's log and metrics.json; `radfl train` on the same data without the cap gives the full figures.
+# at 6,000 reports (4,506 for training), with a compute cap per cell: 2,000 examples is about a minute
+# of DP training on 2 CPU cores; a centralized cell took about 100 s alone, a local-DP federated one
+# about 130 s (start-up, rounds and evaluation make the rest), so the whole grid takes over 20 minutes.
+# The recipe's choices within the cap are printed in each cell's log and metrics.json; `radfl train` on
+# the same data without the cap gives the full figures.
 QUICK_REPORTS = 6_000
 QUICK_EXAMPLES = 2_000
 
