@@ -220,11 +220,11 @@ def train_request(policy: SitePolicy, run_config: dict, run_id: int, content) ->
         entry = (sigma, q, plan.steps_per_round)
         numbers = _ledger_numbers(ledger, history, cfg, sigma, q, life_delta)
         if private:
-            if epsilon_spent(history + [entry], delta=cfg.delta, accountant=cfg.accountant) > cfg.epsilon * 1.01:
+            if epsilon_spent(history + [entry], delta=cfg.delta, accountant=cfg.accountant) > cfg.epsilon:
                 raise Declined(Reason.RUN_BUDGET_SPENT, **numbers)
             if (
                 ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant, extra=[entry])
-                > policy.lifetime_epsilon * 1.01
+                > policy.lifetime_epsilon
             ):
                 raise Declined(Reason.LIFETIME_BUDGET_SPENT, **numbers)
         elif not math.isinf(policy.lifetime_epsilon):

@@ -130,11 +130,11 @@ def _share(policy: SitePolicy, run_config: dict, content) -> tuple[list[np.ndarr
         release = ledger.release(key)
         history = list(release.history) if release else []
         entry = (sigma, q, 1)
-        if epsilon_spent(history + [entry], delta=cfg.delta, accountant=cfg.accountant) > cfg.epsilon * 1.01:
+        if epsilon_spent(history + [entry], delta=cfg.delta, accountant=cfg.accountant) > cfg.epsilon:
             raise Declined(Reason.RUN_BUDGET_SPENT)
         if (
             ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant, extra=[entry])
-            > policy.lifetime_epsilon * 1.01
+            > policy.lifetime_epsilon
         ):
             raise Declined(Reason.LIFETIME_BUDGET_SPENT)
         charge(
