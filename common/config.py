@@ -200,6 +200,11 @@ class RunConfig:
             raise InputError(f"--epsilon must be positive (or inf), got {self.epsilon}")
         if not 0 < self.delta < 1:
             raise InputError(f"--delta must lie strictly between 0 and 1, got {self.delta}")
+        if self.dp_level == "distributed" and math.isinf(self.epsilon):
+            raise InputError(
+                "--dp-level distributed sums noise shares under SecAgg+ and needs a finite --epsilon; "
+                "for a non-private federation use --dp-level sample --epsilon inf"
+            )
         for name in ("lr", "epochs", "batch_size", "max_grad_norm", "local_epochs", "max_examples", "monitor_rounds"):
             if not getattr(self, name) >= 0:
                 raise InputError(

@@ -74,6 +74,8 @@ def calibrate_noise(
 def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
     from opacus.accountants.utils import get_noise_multiplier
 
+    if not math.isfinite(target_epsilon):
+        raise InputError("noise is calibrated for a finite epsilon only; a non-private run adds none")
     if steps < 1 or not 0 < sample_rate <= 1:
         raise InputError(f"cannot calibrate noise for {steps} steps at sample rate {sample_rate}")
     _accountant(accountant)

@@ -7,9 +7,7 @@ from common.errors import InputError
 
 
 def test_flower_round_trip_and_unknown_keys():
-    cfg = RunConfig(
-        epsilon=math.inf, sites=4, partition="dirichlet", lr=0.1, privacy_unit="patient", dp_level="distributed"
-    )
+    cfg = RunConfig(epsilon=math.inf, sites=4, partition="dirichlet", lr=0.1, privacy_unit="patient", dp_level="client")
     assert RunConfig.from_flower(cfg.to_flower()) == cfg
     with pytest.raises(InputError, match="unknown run-config key"):
         RunConfig.from_flower({"train.learning-rate": 0.1})
@@ -33,6 +31,7 @@ def test_one_representation_of_non_private_each_way():
         ({"privacy_unit": "hospital"}, "--privacy-unit"),
         ({"dp_level": "secret"}, "--dp-level"),
         ({"epochs": -2.0}, "--epochs"),
+        ({"dp_level": "distributed", "epsilon": math.inf}, "needs a finite --epsilon"),
     ],
 )
 def test_bad_values_are_input_errors(changes, message):

@@ -113,3 +113,8 @@ def test_a_history_of_one_step_entries_costs_what_its_merged_steps_cost(accounta
     assert merged == epsilon_spent([(2.0, 0.05, 3), (1.2, 0.03, 16)], delta=1e-5, accountant=accountant)
     assert merged == pytest.approx(expected, rel=0.01 if accountant == "prv" else 1e-9)
     assert merged > epsilon_spent([(1.2, 0.03, 16)], delta=1e-5, accountant=accountant)
+
+
+def test_noise_is_never_calibrated_for_an_infinite_epsilon():
+    with pytest.raises(InputError, match="finite epsilon"):
+        calibrate_noise(target_epsilon=math.inf, delta=1e-5, sample_rate=0.1, steps=10)

@@ -179,3 +179,20 @@ def test_paired_bootstrap_detects_a_real_difference_and_not_a_null_one():
     assert diff > 0.2 and p < 0.01
     diff, p = paired_bootstrap([(targets, flipped, flipped)], ["a", "b", "c"], resamples=300)
     assert diff == 0 and p == 1.0
+
+
+def test_the_quick_grid_has_every_mode_at_every_epsilon_but_no_distributed_noise_at_inf():
+    """Distributed DP sums noise shares: without an ε there is nothing to calibrate (it used to run at σ = 10)."""
+    from simulations.sweep import parse_grid
+
+    class Args:
+        preset = "quick"
+
+        def __getattr__(self, name):
+            return None
+
+    cells, base = parse_grid(Args())
+    found = {(c.mode, c.epsilon) for c in cells}
+    assert len(cells) == 11 and ("federated-distributed", math.inf) not in found
+    assert {("centralized", math.inf), ("federated", math.inf), ("federated-distributed", 0.1)} <= found
+    assert base.synthetic_difficulty == "easy" and base.max_examples == 2_000
