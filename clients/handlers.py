@@ -179,6 +179,15 @@ def site_plan(cfg: RunConfig, n_units: int, *, private: bool, reports_per_unit: 
     )
 
 
+def budget_refusal(ledger, history: list, entry: tuple, cfg: RunConfig, policy: SitePolicy, life_delta: float):
+    """Why the step `entry` may not be taken, or None: the run's ε target and the site's lifetime cap are hard caps."""
+    if epsilon_spent(history + [entry], delta=cfg.delta, accountant=cfg.accountant) > cfg.epsilon:
+        return Reason.RUN_BUDGET_SPENT
+    if ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant, extra=[entry]) > policy.lifetime_epsilon:
+        return Reason.LIFETIME_BUDGET_SPENT
+    return None
+
+
 def incoming_arrays(content) -> dict[str, np.ndarray]:
     if R.ARRAYS not in content.array_records:
         raise Declined(Reason.ADAPTER_REJECTED, "no arrays")
@@ -220,13 +229,9 @@ def train_request(policy: SitePolicy, run_config: dict, run_id: int, content) ->
         entry = (sigma, q, plan.steps_per_round)
         numbers = _ledger_numbers(ledger, history, cfg, sigma, q, life_delta)
         if private:
-            if epsilon_spent(history + [entry], delta=cfg.delta, accountant=cfg.accountant) > cfg.epsilon:
-                raise Declined(Reason.RUN_BUDGET_SPENT, **numbers)
-            if (
-                ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant, extra=[entry])
-                > policy.lifetime_epsilon
-            ):
-                raise Declined(Reason.LIFETIME_BUDGET_SPENT, **numbers)
+            refusal = budget_refusal(ledger, history, entry, cfg, policy, life_delta)
+            if refusal:
+                raise Declined(refusal, **numbers)
         elif not math.isinf(policy.lifetime_epsilon):
             raise Declined(
                 Reason.LIFETIME_BUDGET_SPENT, "a release without local noise needs lifetime-epsilon=inf", **numbers

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from clients.handlers import Declined, check_request, parse_run, site_log, site_plan
+from clients.handlers import Declined, budget_refusal, check_request, parse_run, site_log, site_plan
 from clients.policy import SitePolicy
 from clients.site import session
 from common import records as R
@@ -130,13 +130,9 @@ def _share(policy: SitePolicy, run_config: dict, content) -> tuple[list[np.ndarr
         release = ledger.release(key)
         history = list(release.history) if release else []
         entry = (sigma, q, 1)
-        if epsilon_spent(history + [entry], delta=cfg.delta, accountant=cfg.accountant) > cfg.epsilon:
-            raise Declined(Reason.RUN_BUDGET_SPENT)
-        if (
-            ledger.lifetime_epsilon(delta=life_delta, accountant=cfg.accountant, extra=[entry])
-            > policy.lifetime_epsilon
-        ):
-            raise Declined(Reason.LIFETIME_BUDGET_SPENT)
+        refusal = budget_refusal(ledger, history, entry, cfg, policy, life_delta)
+        if refusal:
+            raise Declined(refusal)
         charge(
             ledger,
             run=key,
