@@ -11,10 +11,13 @@ that this ledger does not see.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from common.errors import BudgetError, InputError
 
@@ -64,21 +67,72 @@ def calibrate_noise(
     """The smallest noise multiplier σ whose ε after `steps` steps at rate q stays ≤ the target.
 
     A target no σ can reach (the RDP accountant cannot go below ε ≈ 0.1 at small q, say) is an
-    `InputError`, not a crash. A pure function of its arguments, so it is memoized: the PRV
-    accountant takes seconds, and a site plans the same run every round.
+    `InputError`, not a crash. A pure function of its arguments, so it is memoized in the process
+    and on disk under `$RADFL_CACHE/noise` (each disk hit re-checked, see `_cached_sigma`): the PRV
+    accountant's search takes seconds, and the sweep, the server and every site plan the same runs.
     """
     return _calibrate(float(target_epsilon), float(delta), float(sample_rate), int(steps), str(accountant))
 
 
+CALIBRATION_TOLERANCE = 0.01  # Opacus' search stops once epsilon lies in [target - 0.01, target]
+
+
 @functools.lru_cache(maxsize=256)
 def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
-    from opacus.accountants.utils import get_noise_multiplier
-
     if not math.isfinite(target_epsilon):
         raise InputError("noise is calibrated for a finite epsilon only; a non-private run adds none")
     if steps < 1 or not 0 < sample_rate <= 1:
         raise InputError(f"cannot calibrate noise for {steps} steps at sample rate {sample_rate}")
     _accountant(accountant)
+    key = (target_epsilon, delta, sample_rate, steps, accountant)
+    cached = _cached_sigma(key)
+    if cached is not None:
+        return cached
+    sigma = _search_sigma(*key)
+    _store_sigma(key, sigma)
+    return sigma
+
+
+def _calibration_cache() -> Path:
+    return Path(os.environ.get("RADFL_CACHE", Path.home() / ".cache" / "radfl")) / "noise"
+
+
+def _cache_file(key: tuple) -> Path:
+    from opacus import __version__ as opacus_version
+
+    text = json.dumps([*map(repr, key), opacus_version])
+    return _calibration_cache() / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+
+
+def _cached_sigma(key: tuple) -> float | None:
+    """σ found by an earlier process (the sweep, the server and every simulated site plan the same run),
+    used only after one accountant call shows it meets the target within the search's tolerance: a
+    stale or tampered cache file can cost a search, never privacy (ε(σ) > target is refused)."""
+    target_epsilon, delta, sample_rate, steps, accountant = key
+    try:
+        sigma = float(json.loads(_cache_file(key).read_text())["sigma"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (math.isfinite(sigma) and sigma > 0):
+        return None
+    spent = epsilon_spent([(sigma, sample_rate, steps)], delta=delta, accountant=accountant)
+    return sigma if target_epsilon - CALIBRATION_TOLERANCE <= spent <= target_epsilon else None
+
+
+def _store_sigma(key: tuple, sigma: float) -> None:
+    path = _cache_file(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"sigma": sigma, "key": list(map(repr, key))}))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache costs time only
+
+
+def _search_sigma(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+    from opacus.accountants.utils import get_noise_multiplier
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -89,7 +143,7 @@ def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: i
                     sample_rate=sample_rate,
                     steps=steps,
                     accountant=accountant,
-                    epsilon_tolerance=0.01,
+                    epsilon_tolerance=CALIBRATION_TOLERANCE,
                 )
             )
     except (ValueError, RuntimeError, OverflowError) as error:

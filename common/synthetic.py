@@ -14,7 +14,11 @@ macros, impression-only findings and a CheXpert-like labeler's mistakes.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -228,6 +232,49 @@ def generate(
         raise ValueError("label_noise must lie in [0, 0.5)")
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {difficulty!r}; use one of {', '.join(DIFFICULTIES)}")
+    if hospitals is HOSPITALS:  # the default styles: the output is cached on disk (a few seconds per process)
+        return _cached(kind, n_reports, seed, label_noise, difficulty)
+    return _generate(kind, n_reports, seed, label_noise, hospitals, difficulty)
+
+
+def _cache_path(kind: str, n_reports: int, seed: int, label_noise: float, difficulty: str) -> Path:
+    """Keyed by the arguments and the generator's own source: a changed generator never reads old reports."""
+    source = hashlib.sha256()
+    for module in ("synthetic", "synthetic_phrases", "synthetic_realistic", "synthetic_realistic_phrases"):
+        source.update((Path(__file__).parent / f"{module}.py").read_bytes())
+    key = json.dumps([kind, int(n_reports), int(seed), repr(float(label_noise)), difficulty, source.hexdigest()])
+    root = Path(os.environ.get("RADFL_CACHE", Path.home() / ".cache" / "radfl")) / "synthetic"
+    return root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+
+
+TEXT_FIELDS = ("reports", "patient_ids", "study_ids", "hospitals", "clinical", "findings", "impressions")
+
+
+def _cached(kind: str, n_reports: int, seed: int, label_noise: float, difficulty: str) -> SyntheticReports:
+    """Synthetic reports are public: every process of a run (the sweep, the server, each simulated site)
+    reads the same ones; the first writes them. Plain arrays, no pickle."""
+    path = _cache_path(kind, n_reports, seed, label_noise, difficulty)
+    label_set = CT_RATE if kind == "ct-rate" else MIMIC_CXR
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            fields = json.loads(stored["texts"].tobytes().decode("utf-8"))
+            raw_labels = stored["raw_labels"].astype(np.float32)
+        return SyntheticReports(label_set, raw_labels=raw_labels, **{name: list(fields[name]) for name in TEXT_FIELDS})
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    made = _generate(kind, n_reports, seed, label_noise, HOSPITALS, difficulty)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        texts = json.dumps({name: list(getattr(made, name)) for name in TEXT_FIELDS}).encode("utf-8")
+        np.savez(tmp, raw_labels=made.raw_labels, texts=np.frombuffer(texts, dtype=np.uint8))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache costs time only
+    return made
+
+
+def _generate(kind, n_reports, seed, label_noise, hospitals, difficulty) -> SyntheticReports:
     ct = kind == "ct-rate"
     label_set, bank = (CT_RATE, CT_FINDINGS) if ct else (MIMIC_CXR, MIMIC_FINDINGS)
     if difficulty == "realistic":

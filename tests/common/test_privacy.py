@@ -118,3 +118,32 @@ def test_a_history_of_one_step_entries_costs_what_its_merged_steps_cost(accounta
 def test_noise_is_never_calibrated_for_an_infinite_epsilon():
     with pytest.raises(InputError, match="finite epsilon"):
         calibrate_noise(target_epsilon=math.inf, delta=1e-5, sample_rate=0.1, steps=10)
+
+
+def test_a_cached_noise_multiplier_is_reused_only_while_it_meets_the_target(tmp_path, monkeypatch):
+    """The disk cache saves the search in the next process; a tampered entry costs a search, never privacy."""
+    import json
+
+    import common.privacy as privacy
+
+    monkeypatch.setenv("RADFL_CACHE", str(tmp_path))
+    key = dict(target_epsilon=1.0, delta=1e-5, sample_rate=0.02, steps=40)
+    privacy._calibrate.cache_clear()
+    sigma = calibrate_noise(**key)
+    files = list((tmp_path / "noise").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["sigma"] == sigma
+
+    searches = []
+    original = privacy._search_sigma
+    monkeypatch.setattr(privacy, "_search_sigma", lambda *a: searches.append(a) or original(*a))
+    privacy._calibrate.cache_clear()  # a new process: only the disk remembers
+    assert calibrate_noise(**key) == sigma and searches == []
+
+    files[0].write_text(json.dumps({"sigma": sigma / 2}))  # would spend far more than the target
+    privacy._calibrate.cache_clear()
+    assert calibrate_noise(**key) == sigma and len(searches) == 1
+    assert epsilon_spent([(sigma, 0.02, 40)], delta=1e-5) <= 1.0
+
+    files[0].write_text("not json")
+    privacy._calibrate.cache_clear()
+    assert calibrate_noise(**key) == sigma and len(searches) == 2

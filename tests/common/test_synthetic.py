@@ -247,7 +247,9 @@ def test_realistic_labels_are_backed_by_the_words_of_the_text(kind, monkeypatch)
         "Lymphadenopathy": r"lymph|\blap\b|\blns\b",
         "Hiatal hernia": r"hernia|\bhh\b",
     }
-    data = generate(kind, n_reports=400, seed=4, difficulty="realistic")
+    import common.synthetic as synthetic
+
+    data = synthetic._generate(kind, 400, 4, 0.03, HOSPITALS, "realistic")  # not the disk cache: patched settings
     names = data.label_set.labels
     checked = 0
     for report, raw in zip(data.reports, data.raw_labels, strict=True):
@@ -319,3 +321,29 @@ def test_realistic_is_clearly_harder_than_easy_for_a_bag_of_words():
     easy = _tfidf_f1(generate("mimic-cxr", n_reports=600, seed=0))
     hard = _tfidf_f1(generate("mimic-cxr", n_reports=600, seed=0, difficulty="realistic"))
     assert easy > 0.75 and hard < easy - 0.08, (easy, hard)
+
+
+@pytest.mark.parametrize("difficulty", ["easy", "realistic"])
+def test_the_disk_cache_returns_exactly_what_the_generator_writes(tmp_path, monkeypatch, difficulty):
+    import common.synthetic as synthetic
+
+    monkeypatch.setenv("RADFL_CACHE", str(tmp_path))
+    fresh = synthetic._generate("mimic-cxr", 120, 5, 0.03, HOSPITALS, difficulty)
+    first = generate("mimic-cxr", n_reports=120, seed=5, difficulty=difficulty)  # writes the cache
+    files = list((tmp_path / "synthetic").glob("*.npz"))
+    assert len(files) == 1
+
+    monkeypatch.setattr(synthetic, "_generate", lambda *a: pytest.fail("regenerated instead of reading the cache"))
+    cached = generate("mimic-cxr", n_reports=120, seed=5, difficulty=difficulty)
+    for reports in (first, cached):
+        for name in synthetic.TEXT_FIELDS:
+            assert getattr(reports, name) == getattr(fresh, name)
+        assert reports.raw_labels.dtype == fresh.raw_labels.dtype
+        np.testing.assert_array_equal(reports.raw_labels, fresh.raw_labels)
+    with pytest.raises(pytest.fail.Exception):  # another seed is another file
+        generate("mimic-cxr", n_reports=120, seed=6, difficulty=difficulty)
+
+    files[0].write_bytes(b"truncated")  # a damaged file is rewritten, never trusted
+    monkeypatch.setattr(synthetic, "_generate", lambda *a: fresh)
+    assert generate("mimic-cxr", n_reports=120, seed=5, difficulty=difficulty).reports == fresh.reports
+    assert files[0].stat().st_size > 1000
