@@ -17,18 +17,23 @@ LABEL_KINDS = {
 
 
 def choose_thresholds(
-    cfg, classifier, data, device, *, private: bool, autocast_dtype=None
+    cfg, classifier, data, device, *, private: bool, autocast_dtype=None, val_probs=None
 ) -> tuple[np.ndarray | float, str]:
-    """Per-label thresholds and the rule that chose them (see common/thresholds.py)."""
+    """Per-label thresholds and the rule that chose them (see common/thresholds.py); `val_probs`: the
+    validation split's probabilities when the caller already has them."""
     if cfg.thresholds == "0.5":
         return 0.5, "fixed at 0.5 (--thresholds 0.5)"
     if not private:
-        probs = predict_probs(
-            classifier.model,
-            data.dataset(data.val),
-            pad_id=classifier.pad_id,
-            device=device,
-            autocast_dtype=autocast_dtype,
+        probs = (
+            val_probs
+            if val_probs is not None
+            else predict_probs(
+                classifier.model,
+                data.dataset(data.val),
+                pad_id=classifier.pad_id,
+                device=device,
+                autocast_dtype=autocast_dtype,
+            )
         )
         return T.tune(data.reports.labels[data.val], probs), "tuned per label on the validation split (no DP: free)"
     kind = LABEL_KINDS.get(cfg.dataset)
@@ -51,11 +56,19 @@ def choose_thresholds(
     )
 
 
-def evaluate(classifier, data, index, device, *, thresholds=0.5, autocast_dtype=None) -> tuple[dict, np.ndarray]:
-    """Metrics (at `thresholds`, plus weighted F1 at 0.5) and the probabilities of reports `index`."""
-    probs = predict_probs(
-        classifier.model, data.dataset(index), pad_id=classifier.pad_id, device=device, autocast_dtype=autocast_dtype
-    )
+def evaluate(
+    classifier, data, index, device, *, thresholds=0.5, autocast_dtype=None, probs=None
+) -> tuple[dict, np.ndarray]:
+    """Metrics (at `thresholds`, plus weighted F1 at 0.5) and the probabilities of reports `index`
+    (`probs`: already computed by the caller)."""
+    if probs is None:
+        probs = predict_probs(
+            classifier.model,
+            data.dataset(index),
+            pad_id=classifier.pad_id,
+            device=device,
+            autocast_dtype=autocast_dtype,
+        )
     targets = data.reports.labels[index]
     metrics = compute_metrics(targets, probs, data.label_names, threshold=thresholds)
     metrics["weighted_f1_at_0.5"] = compute_metrics(targets, probs, data.label_names)["weighted_f1"]

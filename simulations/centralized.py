@@ -17,7 +17,7 @@ from common.privacy import PrivacyLedger
 from common.recipe import recipe_for
 from common.run_record import RunRecord
 from common.runtime import autocast_dtype, configure_threads
-from common.training import train_local, validation_loss
+from common.training import predict_probs, train_local, validation_loss
 from common.warmstart import apply_warm_start
 
 
@@ -103,8 +103,17 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True, log=print) ->
         patience=recipe.patience,
     )
     bar.close()
-    thresholds, rule = choose_thresholds(cfg, classifier, data, device, private=ledger.private, autocast_dtype=amp)
-    val_metrics, _ = evaluate(classifier, data, data.val, device, thresholds=thresholds, autocast_dtype=amp)
+    val_probs = None  # without DP the thresholds and the validation metrics share one pass over the split
+    if not ledger.private:
+        val_probs = predict_probs(
+            classifier.model, data.dataset(data.val), pad_id=classifier.pad_id, device=device, autocast_dtype=amp
+        )
+    thresholds, rule = choose_thresholds(
+        cfg, classifier, data, device, private=ledger.private, autocast_dtype=amp, val_probs=val_probs
+    )
+    val_metrics, _ = evaluate(
+        classifier, data, data.val, device, thresholds=thresholds, autocast_dtype=amp, probs=val_probs
+    )
     metrics, probs = evaluate(classifier, data, data.test, device, thresholds=thresholds, autocast_dtype=amp)
     baselines = None
     if cfg.baseline == "on":
