@@ -28,9 +28,11 @@ SWEEP_DATASETS = ("synthetic-mimic", "synthetic-ctrate", "mimic-cxr", "ct-rate",
 
 # The quick preset: the easy synthetic generator (short reports: ~5x faster per example than realistic ones)
 # at 6,000 reports (4,506 for training), with a compute cap per cell: 2,000 examples is about a minute
-# of DP training on 2 CPU cores. Measured alone: centralized cells 81-122 s, local-DP federated ones
-# 145-179 s, distributed ones 196-212 s (start-up, rounds and evaluation make the rest): 17.9 min for
-# the 8 centralized and local-DP cells, about 28 min for all 11.
+# of DP training on 2 CPU cores. Measured alone (README): centralized cells 70-102 s, local-DP federated
+# ones 159-188 s, distributed ones 172-207 s (32 SecAgg+ rounds of 3.2 s, compute-bound: each site runs
+# a third of the batch); 17.6 min for the 8 centralized and local-DP cells, 27.4 min for all 11. A cap of
+# 1,000 examples still took 21.6 min (batch 32 for the recipe's 30 minimum steps; start-up and evaluation
+# stay) and cost 0.15 of weighted F1 at epsilon 10 and 0.05 without DP, so the cap stays at 2,000.
 # The recipe's choices within the cap are printed in each cell's log and metrics.json; `radfl train` on
 # the same data without the cap gives the full figures.
 QUICK_REPORTS = 6_000
