@@ -19,6 +19,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from common.cache import cache_root, store
 from common.errors import BudgetError, InputError
 
 ACCOUNTANTS = ("prv", "rdp")
@@ -93,15 +94,11 @@ def _calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: i
     return sigma
 
 
-def _calibration_cache() -> Path:
-    return Path(os.environ.get("RADFL_CACHE", Path.home() / ".cache" / "radfl")) / "noise"
-
-
 def _cache_file(key: tuple) -> Path:
     from opacus import __version__ as opacus_version
 
     text = json.dumps([*map(repr, key), opacus_version])
-    return _calibration_cache() / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+    return cache_root("noise") / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
 
 
 def _cached_sigma(key: tuple) -> float | None:
@@ -120,14 +117,7 @@ def _cached_sigma(key: tuple) -> float | None:
 
 
 def _store_sigma(key: tuple, sigma: float) -> None:
-    path = _cache_file(key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"sigma": sigma, "key": list(map(repr, key))}))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache costs time only
+    store(_cache_file(key), lambda tmp: tmp.write_text(json.dumps({"sigma": sigma, "key": list(map(repr, key))})))
 
 
 def _search_sigma(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:

@@ -14,14 +14,15 @@ macros, impression-only findings and a CheXpert-like labeler's mistakes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from common.cache import cache_root, store
 from common.datasets import ReportSet, apply_uncertainty, extract_sections
 from common.labels import CT_RATE, MIMIC_CXR, LabelSet
 from common.synthetic_phrases import (
@@ -237,14 +238,18 @@ def generate(
     return _generate(kind, n_reports, seed, label_noise, hospitals, difficulty)
 
 
-def _cache_path(kind: str, n_reports: int, seed: int, label_noise: float, difficulty: str) -> Path:
-    """Keyed by the arguments and the generator's own source: a changed generator never reads old reports."""
+@functools.cache
+def _source_hash() -> str:
     source = hashlib.sha256()
     for module in ("synthetic", "synthetic_phrases", "synthetic_realistic", "synthetic_realistic_phrases"):
         source.update((Path(__file__).parent / f"{module}.py").read_bytes())
-    key = json.dumps([kind, int(n_reports), int(seed), repr(float(label_noise)), difficulty, source.hexdigest()])
-    root = Path(os.environ.get("RADFL_CACHE", Path.home() / ".cache" / "radfl")) / "synthetic"
-    return root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+    return source.hexdigest()
+
+
+def _cache_path(kind: str, n_reports: int, seed: int, label_noise: float, difficulty: str) -> Path:
+    """Keyed by the arguments and the generator's own source: a changed generator never reads old reports."""
+    key = json.dumps([kind, int(n_reports), int(seed), repr(float(label_noise)), difficulty, _source_hash()])
+    return cache_root("synthetic") / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
 
 
 TEXT_FIELDS = ("reports", "patient_ids", "study_ids", "hospitals", "clinical", "findings", "impressions")
@@ -263,14 +268,8 @@ def _cached(kind: str, n_reports: int, seed: int, label_noise: float, difficulty
     except (OSError, ValueError, KeyError, TypeError):
         pass
     made = _generate(kind, n_reports, seed, label_noise, HOSPITALS, difficulty)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        texts = json.dumps({name: list(getattr(made, name)) for name in TEXT_FIELDS}).encode("utf-8")
-        np.savez(tmp, raw_labels=made.raw_labels, texts=np.frombuffer(texts, dtype=np.uint8))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache costs time only
+    texts = json.dumps({name: list(getattr(made, name)) for name in TEXT_FIELDS}).encode("utf-8")
+    store(path, lambda tmp: np.savez(tmp, raw_labels=made.raw_labels, texts=np.frombuffer(texts, dtype=np.uint8)))
     return made
 
 

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from common.cache import cache_root
+
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RADFL_CACHE", Path.home() / ".cache" / "radfl")) / "tokens"
+    return cache_root("tokens")
 
 
 def tokenize(

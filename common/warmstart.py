@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cache import cache_root
 from common.errors import InputError
 
 WARM_REPORTS = 6_000  # synthetic reports: enough for the label words, cheap enough to build once on 2 cores
@@ -61,7 +62,7 @@ def resolve(cfg) -> str:
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("RADFL_CACHE", Path.home() / ".cache" / "radfl")) / "warm-start"
+    return cache_root("warm-start")
 
 
 def settings_for(cfg) -> dict:

@@ -103,11 +103,9 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True, log=print) ->
         patience=recipe.patience,
     )
     bar.close()
-    val_probs = None  # without DP the thresholds and the validation metrics share one pass over the split
-    if not ledger.private:
-        val_probs = predict_probs(
-            classifier.model, data.dataset(data.val), pad_id=classifier.pad_id, device=device, autocast_dtype=amp
-        )
+    val_probs = predict_probs(  # one pass: the validation metrics, and without DP the thresholds too
+        classifier.model, data.dataset(data.val), pad_id=classifier.pad_id, device=device, autocast_dtype=amp
+    )
     thresholds, rule = choose_thresholds(
         cfg, classifier, data, device, private=ledger.private, autocast_dtype=amp, val_probs=val_probs
     )
