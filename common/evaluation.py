@@ -51,7 +51,7 @@ def choose_thresholds(
         classifier.model, public, pad_id=classifier.pad_id, device=device, autocast_dtype=autocast_dtype
     )
     return T.tune(public.labels.numpy(), probs), (
-        f"tuned per label on {T.PUBLIC_REPORTS:,} public synthetic reports ({difficulty}) scored by the "
+        f"tuned per label on {len(public):,} public synthetic reports ({difficulty}) scored by the "
         "final DP model (post-processing: no private report, no epsilon)"
     )
 

@@ -103,15 +103,21 @@ def run_centralized(cfg: RunConfig, *, show_progress: bool = True, log=print) ->
         patience=recipe.patience,
     )
     bar.close()
-    val_probs = predict_probs(  # one pass: the validation metrics, and without DP the thresholds too
-        classifier.model, data.dataset(data.val), pad_id=classifier.pad_id, device=device, autocast_dtype=amp
-    )
+    # Without DP one pass over the validation split gives the thresholds and the validation metrics. Under
+    # DP nothing uses the validation split (thresholds come from public reports), so it is not scored: the
+    # test split is the held-out figure either way (as in a federation, whose metrics.json has none either).
+    val_probs = val_metrics = None
+    if not ledger.private:
+        val_probs = predict_probs(
+            classifier.model, data.dataset(data.val), pad_id=classifier.pad_id, device=device, autocast_dtype=amp
+        )
     thresholds, rule = choose_thresholds(
         cfg, classifier, data, device, private=ledger.private, autocast_dtype=amp, val_probs=val_probs
     )
-    val_metrics, _ = evaluate(
-        classifier, data, data.val, device, thresholds=thresholds, autocast_dtype=amp, probs=val_probs
-    )
+    if val_probs is not None:
+        val_metrics, _ = evaluate(
+            classifier, data, data.val, device, thresholds=thresholds, autocast_dtype=amp, probs=val_probs
+        )
     metrics, probs = evaluate(classifier, data, data.test, device, thresholds=thresholds, autocast_dtype=amp)
     baselines = None
     if cfg.baseline == "on":

@@ -105,7 +105,7 @@ def run_federated(
         )
     progress = _Progress(out / "progress.json", cfg.rounds, show_progress)
     try:
-        cli.wait_ready()
+        cli.wait_ready(port=port)
         run_id = cli.submit(app_dir(), cfg.to_flower(), f"num-supernodes={cfg.sites} {client_resources(cfg.device)}")
         status = cli.wait(
             run_id, timeout=timeout, on_poll=progress.update

@@ -8,7 +8,7 @@ from common.config import RunConfig
 from common.evaluation import choose_thresholds
 from common.labels import MIMIC_CXR
 from common.model import build_classifier
-from common.thresholds import GRID, tune
+from common.thresholds import GRID, PUBLIC_SIZES, public_count, tune
 
 
 def test_tune_picks_the_grid_threshold_with_the_best_f1_and_half_without_positives():
@@ -57,3 +57,21 @@ def test_real_data_under_dp_uses_the_realistic_public_generator_and_csv_stays_at
         cfg.replace(dataset="csv"), classifier, _PrivateData(), torch.device("cpu"), private=True
     )
     assert thresholds == 0.5 and "no public reports" in rule
+
+
+def test_the_public_set_is_the_first_prefix_with_enough_positives_of_every_label():
+    labels = np.zeros((1_500, 2), dtype=np.float32)
+    labels[:, 0] = 1.0
+    labels[np.arange(0, 1_500, 40), 1] = 1.0  # one in 40: 25 positives in the first 1,000
+    assert public_count(labels) == 1_000
+    labels[np.arange(0, 1_500, 20), 1] = 1.0  # one in 20: 38 in the first 750
+    assert public_count(labels) == PUBLIC_SIZES[0] == 750
+    labels[:, 1] = np.nan  # never positive: the whole set
+    assert public_count(labels) == 1_500
+
+
+def test_the_rule_reports_how_many_public_reports_it_scored():
+    classifier = build_classifier("tiny", MIMIC_CXR.labels)
+    cfg = RunConfig(model="tiny", epsilon=1.0, synthetic_difficulty="easy")
+    _, rule = choose_thresholds(cfg, classifier, _PrivateData(), torch.device("cpu"), private=True)
+    assert "tuned per label on 750 public synthetic reports (easy)" in rule
