@@ -58,7 +58,8 @@ class RunConfig:
         "auto",
         "model.warm-start",
         "auto (synthetic for mimic-cxr/ct-rate, else none), synthetic "
-        "(an adapter trained without DP on public synthetic reports), none, or an adapter folder",
+        "(an adapter trained without DP on public synthetic reports), synthetic-easy (the same on the easy "
+        "generator's reports, written unlike the realistic default), none, or an adapter folder",
     )
     # training
     epochs: float = option(0.0, "train.epochs", "passes over the training reports; 0: the recipe's (common/recipe.py)")

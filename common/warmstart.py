@@ -53,6 +53,12 @@ class WarmStart:
         }
 
 
+# `synthetic` builds on the realistic generator; `synthetic-easy` on the easy one, whose templates, phrase
+# banks and labels share no code with the realistic generator's: on the synthetic default (realistic) it
+# is a public source written differently from the "private" reports, as real public data would be.
+SYNTHETIC_CHOICES = {"synthetic": WARM_DIFFICULTY, "synthetic-easy": "easy"}
+
+
 def resolve(cfg) -> str:
     """`auto` is `synthetic` for real data sets whose label set the generator covers (MIMIC-CXR, CT-RATE), else `none`."""
     choice = cfg.warm_start
@@ -67,13 +73,14 @@ def _cache_root() -> Path:
 
 def settings_for(cfg) -> dict:
     kind = WARM_SOURCES.get(cfg.dataset)
+    choice = resolve(cfg)
     if kind is None:
         raise InputError(
-            f"--warm-start synthetic covers MIMIC-CXR and CT-RATE labels, not {cfg.dataset}; use --warm-start none or a folder"
+            f"--warm-start {choice} covers MIMIC-CXR and CT-RATE labels, not {cfg.dataset}; use --warm-start none or a folder"
         )
     return {
         "generator": kind,
-        "difficulty": WARM_DIFFICULTY,
+        "difficulty": SYNTHETIC_CHOICES.get(choice, WARM_DIFFICULTY),
         "reports": WARM_REPORTS,
         "seed": WARM_SEED,
         "model": cfg.model,
@@ -89,7 +96,7 @@ def ensure(cfg, *, log=print) -> WarmStart | None:
     choice = resolve(cfg)
     if choice == "none":
         return None
-    if choice != "synthetic":
+    if choice not in SYNTHETIC_CHOICES:
         folder = Path(choice)
         if not (folder / "radfl.json").is_file():
             raise InputError(

@@ -92,7 +92,8 @@ def cmd_baseline(args) -> int:
 def cmd_warm_start(args) -> int:
     from common.warmstart import ensure
 
-    cfg = _config(args, federated=False).replace(warm_start="synthetic")
+    cfg = _config(args, federated=False)
+    cfg = cfg.replace(warm_start="synthetic-easy" if cfg.warm_start == "synthetic-easy" else "synthetic")
     warm = ensure(cfg)
     print(
         f"warm start for {cfg.dataset} labels, model {cfg.model}: {warm.path}\nsha256 {warm.sha256}\n{warm.record()['private_data']}"

@@ -73,3 +73,20 @@ def test_none_and_a_folder(small, tmp_path):
         warmstart.ensure(small.replace(warm_start=str(tmp_path)))
     with pytest.raises(InputError, match="covers MIMIC-CXR and CT-RATE"):
         warmstart.ensure(small.replace(dataset="csv", warm_start="synthetic"))
+
+
+def test_synthetic_easy_builds_its_own_start_from_the_easy_generator(small, monkeypatch):
+    built = []
+
+    def record(cfg, settings, folder, log):
+        built.append(settings)
+        raise RuntimeError("stop after the settings")
+
+    monkeypatch.setattr(warmstart, "_build", record)
+    for choice in ("synthetic", "synthetic-easy"):
+        with pytest.raises(RuntimeError, match="stop after"):
+            warmstart.ensure(small.replace(dataset="synthetic-mimic", warm_start=choice), log=lambda *_: None)
+    assert [s["difficulty"] for s in built] == ["realistic", "easy"]
+    assert built[0]["generator"] == built[1]["generator"] == "mimic-cxr"
+    with pytest.raises(InputError, match="--warm-start synthetic-easy covers MIMIC-CXR and CT-RATE"):
+        warmstart.ensure(small.replace(dataset="csv", warm_start="synthetic-easy"))
