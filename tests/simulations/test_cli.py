@@ -65,6 +65,8 @@ def test_train_writes_the_metrics_schema_and_an_adapter(trained, capsys):
         and len(record["metrics"]["per_label"]) == 14
     )
     assert record["data"]["n_train"] + record["data"]["n_val"] + record["data"]["n_test"] == 240
+    assert record["val_metrics"] is None  # under DP nothing uses the validation split: it is not scored
+    assert record["thresholds"]["rule"].startswith("tuned per label on 750 public synthetic reports")
     assert record["timing"]["train_seconds"] > 0 and record["timing"]["examples_per_second"] > 0
     assert (trained / "adapter" / "adapter_config.json").is_file() and (
         trained / "adapter" / "adapter_model.safetensors"
@@ -114,8 +116,10 @@ def test_predict_text_and_file(trained, tmp_path, capsys):
 
 def test_non_private_baseline_uses_the_same_path(tmp_path):
     assert main(["train", *TINY, "--epsilon", "inf", "--out", str(tmp_path)]) == 0
-    p = json.loads((tmp_path / "metrics.json").read_text())["privacy"]
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    p = record["privacy"]
     assert p["epsilon_target"] == "inf" and p["noise_multiplier"] == 0 and p["accountant"] is None
+    assert record["val_metrics"]["n_examples"] == record["data"]["n_val"]  # the thresholds' split, scored once
 
 
 @pytest.mark.parametrize("layout,dataset", [("mimic-cxr", "mimic-cxr"), ("ct-rate", "ct-rate")])
