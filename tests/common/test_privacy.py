@@ -147,3 +147,20 @@ def test_a_cached_noise_multiplier_is_reused_only_while_it_meets_the_target(tmp_
     files[0].write_text("not json")
     privacy._calibrate.cache_clear()
     assert calibrate_noise(**key) == sigma and len(searches) == 2
+
+
+def test_the_search_is_opacus_search_and_gives_up_on_a_target_no_useful_noise_reaches(monkeypatch):
+    from opacus.accountants.utils import get_noise_multiplier
+
+    import common.privacy as privacy
+
+    q, steps = 64 / 2000, 96
+    assert privacy._search_sigma(1.0, 1e-5, q, steps, "prv") == get_noise_multiplier(
+        target_epsilon=1.0, target_delta=1e-5, sample_rate=q, steps=steps, accountant="prv", epsilon_tolerance=0.01
+    )
+    calls = []
+    original = privacy.epsilon_spent
+    monkeypatch.setattr(privacy, "epsilon_spent", lambda *a, **k: calls.append(a) or original(*a, **k))
+    with pytest.raises(InputError, match="no noise multiplier up to 10240 reaches it.*raise epsilon"):
+        privacy._search_sigma(1e-4, 1e-3, 0.5, 10, "prv")  # PRV's ε stays above ~0.009 at any σ
+    assert len(calls) == 1  # one accountant call at the limit, not a doubling up to Opacus' 1e6
