@@ -132,11 +132,11 @@ def _search_sigma(target_epsilon: float, delta: float, sample_rate: float, steps
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             spent = lambda sigma: epsilon_spent([(sigma, sample_rate, steps)], delta=delta, accountant=accountant)  # noqa: E731
-            if target_epsilon < 0.05 and spent(SIGMA_LIMIT) > target_epsilon:  # one call, not eight, for a tiny target
-                raise ValueError(f"no noise multiplier up to {SIGMA_LIMIT:g} reaches it")
             low, high, eps_high = 0.0, 10.0, math.inf
+            # For a tiny target, one call at the limit first (not eight doublings up to it).
+            tiny_and_unreachable = target_epsilon < 0.05 and spent(SIGMA_LIMIT) > target_epsilon
             while eps_high > target_epsilon:
-                if high >= SIGMA_LIMIT:
+                if tiny_and_unreachable or high >= SIGMA_LIMIT:
                     raise ValueError(f"no noise multiplier up to {SIGMA_LIMIT:g} reaches it")
                 high *= 2
                 eps_high = spent(high)

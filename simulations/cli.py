@@ -90,10 +90,10 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_warm_start(args) -> int:
-    from common.warmstart import ensure
+    from common.warmstart import SYNTHETIC_CHOICES, ensure
 
     cfg = _config(args, federated=False)
-    cfg = cfg.replace(warm_start="synthetic-easy" if cfg.warm_start == "synthetic-easy" else "synthetic")
+    cfg = cfg.replace(warm_start=cfg.warm_start if cfg.warm_start in SYNTHETIC_CHOICES else "synthetic")
     warm = ensure(cfg)
     print(
         f"warm start for {cfg.dataset} labels, model {cfg.model}: {warm.path}\nsha256 {warm.sha256}\n{warm.record()['private_data']}"
