@@ -28,11 +28,11 @@ SWEEP_DATASETS = ("synthetic-mimic", "synthetic-ctrate", "mimic-cxr", "ct-rate",
 
 # The quick preset: the easy synthetic generator (short reports: ~5x faster per example than realistic ones)
 # at 6,000 reports (4,506 for training), with a compute cap per cell: 2,000 examples is about a minute
-# of DP training on 2 CPU cores. Measured alone (README): centralized cells 82-106 s, local-DP federated
-# ones 153-175 s, distributed ones 194-229 s (32 SecAgg+ rounds of 3.5-4.5 s, compute-bound: each site
-# runs a third of the batch); 17.2 min for the 8 centralized and local-DP cells, 27.8 min for all 11, on
-# a machine whose speed varies 15-30% by the hour. Roughly: 22,000 training examples at ~30 ms, 20,000
-# scored reports at ~10 ms, ~35 s of start-up per federated cell. A cap of 1,000 examples took 21.6 min
+# of DP training on 2 CPU cores. Measured alone (README, docs/results.md): 17.9 min for all 11 cells on
+# 2026-12-07 (centralized cells 54-74 s, local-DP federated ones 102-104 s, distributed ones 128-134 s:
+# 32 SecAgg+ rounds of ~2.6 s, compute-bound, each site runs a third of the batch); 27.8 min on 2026-11-30,
+# when the same inference ran 1.5-2x slower. Roughly: 22,000 training examples at 20-30 ms, 18,000 scored
+# reports at 7-10 ms, ~20 s of start-up per federated cell. A cap of 1,000 examples took 21.6 min
 # and cost 0.15 of weighted F1 at epsilon 10 (0.05 without DP); 1,500 made the recipe pick batch 32 for
 # its 30-step minimum (47 steps: no faster) and cost 0.02-0.05. So the cap stays at 2,000.
 # The recipe's choices within the cap are printed in each cell's log and metrics.json; `radfl train` on
